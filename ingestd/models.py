@@ -1,0 +1,202 @@
+"""Values passed between the pipeline stages, named by direction.
+
+``FetchResult`` comes out of fetch, ``ParsedFeed``/``ParsedEntry`` (untrusted
+HTML) out of parse, ``CleanArticle`` out of clean, ``IdentityKeys`` out of
+dedupe; the store hands out ``FeedToPoll`` and takes a ``FeedUpdate``.
+They are frozen, plain and picklable: parse and clean run in worker
+processes, so nothing here may hold I/O or database state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Outcome = Literal["new", "not_modified", "error", "gone", "deferred"]
+BodySource = Literal["feed", "page", "api"]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """One HTTP exchange that produced a usable answer (200 or 304)."""
+
+    url: str
+    final_url: str
+    status: int
+    content: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    etag: str | None = None
+    last_modified: str | None = None
+    permanent_redirect: str | None = None
+    elapsed: float = 0.0
+    max_age: float | None = None
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Enclosure:
+    url: str
+    type: str = ""
+    length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedEntry:
+    """One feed item as the publisher wrote it; its HTML is untrusted."""
+
+    guid: str | None
+    link: str | None
+    title: str = ""
+    title_is_html: bool = False
+    author: str = ""
+    published_at: datetime | None = None
+    updated_at: datetime | None = None
+    summary_html: str = ""
+    content_html: str = ""
+    base_url: str | None = None
+    language: str | None = None
+    categories: tuple[str, ...] = ()
+    enclosures: tuple[Enclosure, ...] = ()
+    image_url: str | None = None
+    orig_link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    url: str
+    format: str
+    title: str = ""
+    site_url: str | None = None
+    description: str = ""
+    language: str | None = None
+    generator: str = ""
+    ttl_seconds: int | None = None
+    entries: tuple[ParsedEntry, ...] = ()
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedContext:
+    """What clean needs to know about the feed an entry came from."""
+
+    url: str
+    site_url: str | None = None
+    title: str = ""
+    language: str | None = None
+    generator: str = ""
+    substack_header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    url: str
+    alt: str = ""
+    caption: str = ""
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CleanArticle:
+    """An entry as a reader sees it, in three renderings, plus metadata."""
+
+    guid: str | None
+    url: str | None
+    title: str
+    canonical_url: str | None = None
+    author: str = ""
+    published_at: datetime | None = None
+    updated_at: datetime | None = None
+    summary: str = ""
+    subtitle: str = ""
+    content_html: str = ""
+    content_text: str = ""
+    content_markdown: str = ""
+    word_count: int = 0
+    reading_time: int = 0
+    image_url: str | None = None
+    images: tuple[Image, ...] = ()
+    language: str | None = None
+    is_paywalled: bool = False
+    body_source: BodySource = "feed"
+    cleaner_version: int = 0
+    categories: tuple[str, ...] = ()
+    raw_html: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityKeys:
+    """How dedupe recognises a story: by source, by URL, by content."""
+
+    guid_key: str
+    canonical_url: str | None
+    content_hash: str
+    entry_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedToPoll:
+    """A feed claimed by a worker, with what a conditional GET needs."""
+
+    id: int
+    url: str
+    etag: str | None = None
+    last_modified: str | None = None
+    error_count: int = 0
+    interval_seconds: int | None = None
+    full_text: bool = False
+    title: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedUpdate:
+    """What one poll changes on the feed row, committed with its articles."""
+
+    outcome: Outcome
+    polled_at: datetime
+    next_poll_at: datetime
+    etag: str | None = None
+    last_modified: str | None = None
+    new_url: str | None = None
+    title: str | None = None
+    site_url: str | None = None
+    error: str | None = None
+    http_status: int | None = None
+    bytes: int = 0
+    duration: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SaveStats:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    merged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What happened to one feed in one poll."""
+
+    feed_id: int
+    url: str
+    outcome: Outcome
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    merged: int = 0
+    error: str | None = None
+    elapsed: float = 0.0
+    entries: int = 0
+    warnings: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,1 @@
+"""The pipeline stages: fetch -> parse -> clean -> dedupe, strung together by ingest."""

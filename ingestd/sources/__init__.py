@@ -1,0 +1,1 @@
+"""Where feed lists and extra articles come from: OPML, autodiscovery, Substack's API."""

@@ -1,0 +1,382 @@
+"""The store: the only part of ingestd that touches the database.
+
+``open_store(url)`` gives a ``Store`` for SQLite (default, WAL) or PostgreSQL.
+Every poll is one transaction: the feed's new validators commit together with
+its articles, so a crash can never leave a 304-answering feed whose articles
+were lost.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from ingestd.exceptions import StorageError
+from ingestd.models import CleanArticle, FeedToPoll, FeedUpdate, IdentityKeys, SaveStats
+from ingestd.store import sql
+from ingestd.store.sql import aware, naive
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class FeedInfo:
+    id: int
+    url: str
+    title: str
+    site_url: str | None
+    status: str
+    error_count: int
+    last_error: str | None
+    last_polled_at: datetime | None
+    last_success_at: datetime | None
+    next_poll_at: datetime | None
+    interval_seconds: int | None
+    full_text: bool
+    etag: str | None
+    last_modified: str | None
+    articles: int
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # isolation_level=None lets us issue BEGIN IMMEDIATE ourselves: a write
+    # transaction takes the write lock at once instead of failing to upgrade.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageError(f"cannot create the database directory for {path}: {e.strerror}") from e
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return create_engine(url, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (creates a fresh database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class Store:
+    """Feeds, articles and their sources, behind one interface."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise StorageError(f"database error: {e.__class__.__name__}: {str(e).splitlines()[0]}") from e
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self._tx() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- feeds ---------------------------------------------------------------
+
+    def add_feed(
+        self, url: str, *, interval: int | None = None, full_text: bool = False, title: str = ""
+    ) -> tuple[int, bool]:
+        """Subscribe; returns (id, created). Subscribing twice is not an error."""
+        now = naive(_utcnow())
+        with self._tx() as conn:
+            existing = conn.execute(select(sql.feeds.c.id).where(sql.feeds.c.url == url)).scalar_one_or_none()
+            if existing is not None:
+                return int(existing), False
+            try:
+                new_id = conn.execute(
+                    sql.feeds.insert()
+                    .values(
+                        url=url,
+                        title=title,
+                        created_at=now,
+                        next_poll_at=now,
+                        status="active",
+                        error_count=0,
+                        interval_seconds=interval,
+                        full_text=full_text,
+                    )
+                    .returning(sql.feeds.c.id)
+                ).scalar_one()
+            except IntegrityError as e:
+                raise StorageError(f"feed {url} could not be added: {e.orig}") from e
+            return int(new_id), True
+
+    def _feed_query(self) -> Any:
+        count = (
+            select(func.count(sql.sources.c.article_id.distinct()))
+            .where(sql.sources.c.feed_id == sql.feeds.c.id)
+            .scalar_subquery()
+        )
+        return select(sql.feeds, count.label("articles"))
+
+    @staticmethod
+    def _info(row: Any) -> FeedInfo:
+        return FeedInfo(
+            id=row.id,
+            url=row.url,
+            title=row.title or "",
+            site_url=row.site_url,
+            status=row.status,
+            error_count=row.error_count,
+            last_error=row.last_error,
+            last_polled_at=aware(row.last_polled_at),
+            last_success_at=aware(row.last_success_at),
+            next_poll_at=aware(row.next_poll_at),
+            interval_seconds=row.interval_seconds,
+            full_text=bool(row.full_text),
+            etag=row.etag,
+            last_modified=row.last_modified,
+            articles=int(row.articles or 0),
+        )
+
+    def list_feeds(self) -> list[FeedInfo]:
+        with self._tx() as conn:
+            return [self._info(r) for r in conn.execute(self._feed_query().order_by(sql.feeds.c.id))]
+
+    def find_feed(self, ref: str | int) -> FeedInfo | None:
+        """A feed by id or by URL."""
+        query = self._feed_query()
+        if isinstance(ref, int) or str(ref).isdigit():
+            query = query.where(sql.feeds.c.id == int(ref))
+        else:
+            query = query.where(sql.feeds.c.url == str(ref))
+        with self._tx() as conn:
+            row = conn.execute(query).first()
+        return self._info(row) if row is not None else None
+
+    def remove_feed(self, feed_id: int) -> int:
+        """Unsubscribe; stories no other feed carries go with it. Returns their count."""
+        with self._tx() as conn:
+            orphans = select(sql.sources.c.article_id).where(sql.sources.c.feed_id == feed_id)
+            shared = select(sql.sources.c.article_id).where(sql.sources.c.feed_id != feed_id)
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    select(sql.articles.c.id).where(
+                        sql.articles.c.id.in_(orphans.scalar_subquery()),
+                        sql.articles.c.id.not_in(shared.scalar_subquery()),
+                    )
+                )
+            ]
+            if ids:
+                conn.execute(delete(sql.articles).where(sql.articles.c.id.in_(ids)))
+            conn.execute(delete(sql.feeds).where(sql.feeds.c.id == feed_id))
+            return len(ids)
+
+    def set_paused(self, feed_id: int, paused: bool) -> None:
+        with self._tx() as conn:
+            values: dict[str, Any] = {"status": "paused"} if paused else {
+                "status": "active",
+                "next_poll_at": naive(_utcnow()),
+                "error_count": 0,
+            }
+            conn.execute(update(sql.feeds).where(sql.feeds.c.id == feed_id).values(**values))
+
+    # -- polling -------------------------------------------------------------
+
+    def claim(
+        self,
+        *,
+        limit: int,
+        lease_seconds: float,
+        due_only: bool = True,
+        ids: Sequence[int] | None = None,
+        now: datetime | None = None,
+    ) -> list[FeedToPoll]:
+        now = now or _utcnow()
+        with self._tx() as conn:
+            return sql.claim(
+                conn,
+                now=now,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                owner=self.owner,
+                limit=limit,
+                due_only=due_only,
+                ids=ids,
+                for_update_skip_locked=self.dialect == "postgresql",
+            )
+
+    def release(self, feed_ids: Sequence[int]) -> None:
+        """Give back leases of feeds that were claimed but not polled."""
+        if not feed_ids:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                update(sql.feeds)
+                .where(sql.feeds.c.id.in_(list(feed_ids)))
+                .values(lease_until=None, lease_owner=None)
+            )
+
+    def entry_hashes(self, feed_id: int) -> dict[str, str]:
+        with self._tx() as conn:
+            return sql.known_entry_hashes(conn, feed_id)
+
+    def save_poll(
+        self,
+        feed_id: int,
+        update_: FeedUpdate,
+        items: Sequence[tuple[CleanArticle, IdentityKeys]] = (),
+    ) -> SaveStats:
+        """Store one poll's articles and the feed's new state in one transaction."""
+        with self._tx() as conn:
+            stats = sql.save_articles(conn, feed_id, items, update_.polled_at) if items else SaveStats()
+            sql.apply_feed_update(conn, feed_id, update_, stats.new)
+            return stats
+
+    # -- articles ------------------------------------------------------------
+
+    def list_articles(
+        self,
+        *,
+        feed_id: int | None = None,
+        since: datetime | None = None,
+        after_seq: int | None = None,
+        limit: int | None = 50,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        a = sql.articles
+        query = select(a)
+        if feed_id is not None:
+            query = query.where(
+                a.c.id.in_(select(sql.sources.c.article_id).where(sql.sources.c.feed_id == feed_id))
+            )
+        if since is not None:
+            query = query.where(func.coalesce(a.c.published_at, a.c.created_at) >= naive(since))
+        if after_seq is not None:
+            query = query.where(a.c.seq > after_seq).order_by(a.c.seq)
+        elif newest_first:
+            query = query.order_by(func.coalesce(a.c.published_at, a.c.created_at).desc(), a.c.id.desc())
+        else:
+            query = query.order_by(a.c.seq)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._tx() as conn:
+            return [self._article(r) for r in conn.execute(query)]
+
+    def get_article(self, article_id: int) -> dict[str, Any] | None:
+        with self._tx() as conn:
+            row = conn.execute(select(sql.articles).where(sql.articles.c.id == article_id)).first()
+            if row is None:
+                return None
+            result = self._article(row)
+            srcs = conn.execute(
+                select(sql.sources.c.feed_id, sql.sources.c.guid_key, sql.sources.c.url).where(
+                    sql.sources.c.article_id == article_id
+                )
+            )
+            result["sources"] = [dict(s._mapping) for s in srcs]
+            return result
+
+    @staticmethod
+    def _article(row: Any) -> dict[str, Any]:
+        data = dict(row._mapping)
+        for key in ("published_at", "updated_at", "created_at"):
+            data[key] = aware(data[key])
+        for key in ("images", "categories"):
+            try:
+                data[key] = json.loads(data[key] or "[]")
+            except ValueError:
+                data[key] = []
+        data["is_paywalled"] = bool(data["is_paywalled"])
+        return data
+
+    def count_articles(self) -> int:
+        with self._tx() as conn:
+            return sql.count_articles(conn)
+
+    def housekeeping(self, retention_days: int = 0) -> int:
+        """Retention by age, then let SQLite refresh statistics and fold the WAL back."""
+        removed = 0
+        if retention_days > 0:
+            cutoff = _utcnow() - timedelta(days=retention_days)
+            a = sql.articles
+            with self._tx() as conn:
+                removed = conn.execute(
+                    delete(a).where(func.coalesce(a.c.published_at, a.c.created_at) < cutoff)
+                ).rowcount
+        if self.dialect == "sqlite":
+            # Outside any transaction: a checkpoint cannot run inside one.
+            raw = self.engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute("PRAGMA optimize")
+                cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                cur.close()
+            except Exception as e:
+                raise StorageError(f"housekeeping failed: {e}") from e
+            finally:
+                raw.close()
+        return int(removed or 0)
+
+    def integrity_ok(self) -> bool:
+        if self.dialect != "sqlite":
+            return True
+        with self._tx() as conn:
+            return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open (and by default create or upgrade) the database at ``url``."""
+    try:
+        engine = make_engine(url)
+        if migrate:
+            upgrade(engine)
+    except StorageError:
+        raise
+    except SQLAlchemyError as e:
+        raise StorageError(f"cannot open database {url}: {str(e).splitlines()[0]}") from e
+    except Exception as e:  # alembic wraps driver errors in its own types
+        raise StorageError(f"cannot open database {url}: {e}") from e
+    return Store(engine)

@@ -1,0 +1,171 @@
+"""The store on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ingestd.models import CleanArticle, FeedUpdate, IdentityKeys
+from ingestd.store import Store, open_store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = open_store(f"sqlite:///{tmp_path / 'db' / 'ingestd.db'}")
+    yield s
+    s.close()
+
+
+def _item(guid: str, url: str | None, text: str = "body", title: str = "T", ehash: str | None = None):
+    article = CleanArticle(guid=guid, url=url, title=title, canonical_url=url, content_text=text)
+    return article, IdentityKeys(guid, url, f"c-{title}-{text}", ehash or f"e-{guid}-{title}-{text}")
+
+
+def _ok(minutes: int = 30, etag: str | None = '"v1"') -> FeedUpdate:
+    now = datetime.now(UTC)
+    return FeedUpdate("new", now, now + timedelta(minutes=minutes), etag=etag, http_status=200)
+
+
+def test_fresh_database_has_wal_and_schema(store: Store, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "db" / "ingestd.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"feeds", "articles", "article_sources", "fetch_log", "alembic_version"} <= tables
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+
+
+def test_add_feed_twice_is_one_feed(store: Store) -> None:
+    a = store.add_feed("http://example.test/feed")
+    b = store.add_feed("http://example.test/feed")
+    assert a == (1, True)
+    assert b == (1, False)
+    assert len(store.list_feeds()) == 1
+
+
+def test_save_then_repoll_unchanged_keeps_seq(store: Store) -> None:
+    fid, _ = store.add_feed("http://example.test/feed")
+    items = [_item("g1", "http://example.test/1"), _item("g2", "http://example.test/2")]
+    assert store.save_poll(fid, _ok(), items).new == 2
+    seqs = [a["seq"] for a in store.list_articles(newest_first=False)]
+    stats = store.save_poll(fid, _ok(), items)
+    assert (stats.new, stats.unchanged, stats.updated) == (0, 2, 0)
+    assert [a["seq"] for a in store.list_articles(newest_first=False)] == seqs
+    assert store.count_articles() == 2
+
+
+def test_changed_entry_updates_in_place_and_bumps_seq(store: Store) -> None:
+    fid, _ = store.add_feed("http://example.test/feed")
+    store.save_poll(fid, _ok(), [_item("g1", "http://example.test/1")])
+    before = store.list_articles()[0]
+    stats = store.save_poll(fid, _ok(), [_item("g1", "http://example.test/1", text="new body")])
+    after = store.list_articles()[0]
+    assert stats.updated == 1
+    assert after["id"] == before["id"]
+    assert after["seq"] > before["seq"]
+    assert after["content_text"] == "new body"
+    assert store.count_articles() == 1
+
+
+def test_same_canonical_url_across_feeds_is_one_story_with_two_sources(store: Store) -> None:
+    f1, _ = store.add_feed("http://a.test/feed")
+    f2, _ = store.add_feed("http://b.test/feed")
+    store.save_poll(f1, _ok(), [_item("a-1", "http://a.test/story")])
+    stats = store.save_poll(f2, _ok(), [_item("b-9", "http://a.test/story")])
+    assert stats.merged == 1
+    assert store.count_articles() == 1
+    article = store.get_article(store.list_articles()[0]["id"])
+    assert article is not None
+    assert {(s["feed_id"], s["guid_key"]) for s in article["sources"]} == {(f1, "a-1"), (f2, "b-9")}
+
+
+def test_validators_commit_with_articles(store: Store) -> None:
+    fid, _ = store.add_feed("http://example.test/feed")
+    store.save_poll(fid, _ok(etag='"v1"'), [_item("g1", "http://example.test/1")])
+    feed = store.find_feed(fid)
+    assert feed is not None
+    assert feed.etag == '"v1"'
+    # An article that cannot be written rolls back the validator too.
+    bad = _item("g2", "http://example.test/2")
+    broken = (bad[0], IdentityKeys("g2", "http://example.test/2", None, "e"))  # type: ignore[arg-type]
+    with pytest.raises(Exception):  # noqa: B017, PT011 - any database error
+        store.save_poll(fid, _ok(etag='"v2"'), [broken])
+    feed = store.find_feed(fid)
+    assert feed is not None
+    assert feed.etag == '"v1"'
+    assert store.count_articles() == 1
+
+
+def test_failures_are_recorded_and_reset_by_success(store: Store) -> None:
+    fid, _ = store.add_feed("http://example.test/feed")
+    now = datetime.now(UTC)
+    store.save_poll(fid, FeedUpdate("error", now, now + timedelta(hours=1), error="HTTP 500", http_status=500))
+    store.save_poll(fid, FeedUpdate("error", now, now + timedelta(hours=1), error="HTTP 500", http_status=500))
+    feed = store.find_feed(fid)
+    assert feed is not None
+    assert (feed.status, feed.error_count, feed.last_error) == ("failing", 2, "HTTP 500")
+    store.save_poll(fid, _ok(), [])
+    feed = store.find_feed(fid)
+    assert feed is not None
+    assert (feed.status, feed.error_count, feed.last_error) == ("active", 0, None)
+    store.save_poll(fid, FeedUpdate("gone", now, now + timedelta(days=1), error="HTTP 410", http_status=410))
+    feed = store.find_feed(fid)
+    assert feed is not None
+    assert feed.status == "gone"
+
+
+def test_claim_leases_feeds_once(store: Store) -> None:
+    for i in range(3):
+        store.add_feed(f"http://example.test/{i}")
+    first = store.claim(limit=2, lease_seconds=60)
+    second = store.claim(limit=10, lease_seconds=60)
+    assert len(first) == 2
+    assert [f.id for f in second] == [3]
+    assert store.claim(limit=10, lease_seconds=60) == []
+    # An expired lease is claimable again (a worker that died).
+    later = datetime.now(UTC) + timedelta(seconds=120)
+    assert len(store.claim(limit=10, lease_seconds=60, now=later)) == 3
+
+
+def test_paused_and_gone_feeds_are_not_claimed(store: Store) -> None:
+    a, _ = store.add_feed("http://example.test/a")
+    store.add_feed("http://example.test/b")
+    store.set_paused(a, True)
+    assert [f.url for f in store.claim(limit=10, lease_seconds=1)] == ["http://example.test/b"]
+
+
+def test_nul_and_controls_are_stripped(store: Store) -> None:
+    fid, _ = store.add_feed("http://example.test/feed")
+    article = CleanArticle(guid="g\x00", url="http://example.test/x", title="a\x00b\x07c", content_text="x\x00y\tz")
+    store.save_poll(fid, _ok(), [(article, IdentityKeys("g\x00", None, "c", "e"))])
+    row = store.list_articles()[0]
+    assert row["title"] == "abc"
+    assert row["content_text"] == "xy\tz"
+
+
+def test_remove_feed_keeps_stories_other_feeds_carry(store: Store) -> None:
+    f1, _ = store.add_feed("http://a.test/feed")
+    f2, _ = store.add_feed("http://b.test/feed")
+    store.save_poll(f1, _ok(), [_item("1", "http://a.test/shared"), _item("2", "http://a.test/own")])
+    store.save_poll(f2, _ok(), [_item("9", "http://a.test/shared")])
+    assert store.remove_feed(f1) == 1
+    assert [a["url"] for a in store.list_articles()] == ["http://a.test/shared"]
+    assert store.integrity_ok()
+
+
+def test_fetch_log_keeps_the_last_outcomes(store: Store) -> None:
+    fid, _ = store.add_feed("http://example.test/feed")
+    for _ in range(30):
+        store.save_poll(fid, _ok(), [])
+    with store.engine.connect() as conn:
+        n = conn.exec_driver_sql("SELECT COUNT(*) FROM fetch_log WHERE feed_id = ?", (fid,)).scalar()
+    assert n == 20
+
+
+def test_housekeeping_runs(store: Store) -> None:
+    fid, _ = store.add_feed("http://example.test/feed")
+    store.save_poll(fid, _ok(), [_item("g1", "http://example.test/1")])
+    assert store.housekeeping(retention_days=0) == 0
+    assert store.count_articles() == 1
