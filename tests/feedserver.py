@@ -77,7 +77,8 @@ def _handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
             etag = '"' + hashlib.sha1(body).hexdigest()[:16] + '"'  # noqa: S324 - a cache validator
             last_modified = formatdate(server.mtime, usegmt=True)
             if self.headers.get("If-None-Match") == etag or (
-                not self.headers.get("If-None-Match") and self.headers.get("If-Modified-Since") == last_modified
+                not self.headers.get("If-None-Match")
+                and self.headers.get("If-Modified-Since") == last_modified
             ):
                 server.hits.append(Hit(path, conditional, 304))
                 self.send_response(304)

@@ -46,13 +46,21 @@ def test_stages_import_only_models_and_exceptions() -> None:
             for mod in _imports(path):
                 other = _stage_of(mod)
                 if other is not None:
-                    same_family = {stage, other} <= {"fetch", "netguard"} or {stage, other} <= {"parse", "jsonfeed"}
+                    same_family = {stage, other} <= {"fetch", "netguard"} or {stage, other} <= {
+                        "parse",
+                        "jsonfeed",
+                    }
                     assert other == stage or same_family, f"{path.name} imports stage {mod}"
                     continue
-                assert mod == "ingestd" or mod.split(".")[1] in {"models", "exceptions", "pipeline", "__version__"}, (
-                    f"{path.relative_to(PKG)} imports {mod}"
+                assert mod == "ingestd" or mod.split(".")[1] in {
+                    "models",
+                    "exceptions",
+                    "pipeline",
+                    "__version__",
+                }, f"{path.relative_to(PKG)} imports {mod}"
+                assert not mod.startswith(
+                    ("ingestd.config", "ingestd.store", "ingestd.daemon", "ingestd.cli")
                 )
-                assert not mod.startswith(("ingestd.config", "ingestd.store", "ingestd.daemon", "ingestd.cli"))
     assert checked >= 4
 
 
@@ -63,9 +71,9 @@ def test_models_import_nothing_of_ours() -> None:
 def test_store_does_not_import_pipeline_or_daemon() -> None:
     for path in _module_files("store"):
         for mod in _imports(path):
-            assert not mod.startswith(("ingestd.pipeline", "ingestd.daemon", "ingestd.cli", "ingestd.config")), (
-                f"{path.name} imports {mod}"
-            )
+            assert not mod.startswith(
+                ("ingestd.pipeline", "ingestd.daemon", "ingestd.cli", "ingestd.config")
+            ), f"{path.name} imports {mod}"
 
 
 def test_pipeline_does_not_import_daemon_cli_or_config() -> None:

@@ -36,7 +36,8 @@ def test_every_command_has_help_with_an_example() -> None:
             if isinstance(cmd, click.Group):
                 walk(cmd)
             else:
-                assert cmd.help and "Example" in cmd.help, f"{name} has no example in its help"
+                assert cmd.help, f"{name} has no help"
+                assert "Example" in cmd.help, f"{name} has no example in its help"
 
     walk(main)
 

@@ -46,13 +46,14 @@ def read_opml(data: bytes) -> list[Outline]:
             attrs = {k.lower(): v for k, v in child.attrib.items()}
             title = (attrs.get("title") or attrs.get("text") or "").strip()
             url = (attrs.get("xmlurl") or "").strip()
-            if url:
-                if url not in seen:
-                    seen.add(url)
-                    found.append(Outline(url, title, (attrs.get("htmlurl") or "").strip() or None, folder))
+            if url and url not in seen:
+                seen.add(url)
+                found.append(Outline(url, title, (attrs.get("htmlurl") or "").strip() or None, folder))
             walk(child, f"{folder}/{title}".strip("/") if not url else folder)
 
-    body = next((c for c in root if isinstance(c.tag, str) and etree.QName(c).localname.lower() == "body"), None)
+    body = next(
+        (c for c in root if isinstance(c.tag, str) and etree.QName(c).localname.lower() == "body"), None
+    )
     if body is None:
         raise OPMLError("not an OPML file: no <body>")
     walk(body, "")

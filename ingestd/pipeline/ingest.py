@@ -1,0 +1,290 @@
+"""The one place where the stages meet: fetch -> parse -> clean -> dedupe -> store.
+
+``ingest_feed`` polls one feed and returns an ``IngestResult``; every failure
+that belongs to the feed is recorded on it, never raised past it. The daemon
+and ``ingestd poll`` both call ``poll_feeds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from ingestd.exceptions import CleanError, FeedError, HTTPStatusError, IngestdError, StorageError
+from ingestd.models import (
+    CleanArticle,
+    FeedContext,
+    FeedToPoll,
+    FeedUpdate,
+    FetchResult,
+    IdentityKeys,
+    IngestResult,
+    ParsedFeed,
+    SaveStats,
+)
+from ingestd.pipeline import dedupe
+from ingestd.pipeline.clean import clean_entry
+from ingestd.pipeline.fetch import Fetcher
+from ingestd.pipeline.parse import parse_feed
+from ingestd.pipeline.worker import WorkerPool
+
+log = logging.getLogger("ingestd.ingest")
+T = TypeVar("T")
+
+
+class StoreLike(Protocol):
+    """What ingest needs from the store (see ``ingestd.store.Store``)."""
+
+    def entry_hashes(self, feed_id: int) -> dict[str, str]: ...
+
+    def save_poll(
+        self, feed_id: int, update_: FeedUpdate, items: Sequence[tuple[CleanArticle, IdentityKeys]] = ()
+    ) -> SaveStats: ...
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """Scheduling and processing limits, as plain values (the CLI maps settings to it)."""
+
+    default_interval: float = 1800.0
+    min_interval: float = 300.0
+    max_interval: float = 86400.0
+    jitter: float = 0.1
+    max_entries: int = 500
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What a worker sends back for one document."""
+
+    feed: ParsedFeed
+    items: tuple[tuple[CleanArticle, IdentityKeys], ...]
+    unchanged: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+def process_document(
+    content: bytes,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    known: Mapping[str, str],
+    max_entries: int,
+    substack_header: bool = False,
+) -> Processed:
+    """Parse and clean one feed document; runs in a worker process.
+
+    Entries whose raw hash is already stored are skipped before cleaning:
+    re-polling a changed feed costs only its changed entries.
+    """
+    parsed = parse_feed(content, url=url, headers=headers, max_entries=max_entries)
+    ctx = FeedContext(
+        url=url,
+        site_url=parsed.site_url,
+        title=parsed.title,
+        language=parsed.language,
+        generator=parsed.generator,
+        substack_header=substack_header,
+    )
+    items: list[tuple[CleanArticle, IdentityKeys]] = []
+    errors: list[str] = []
+    unchanged = 0
+    seen: set[str] = set()
+    for entry in parsed.entries:
+        key = dedupe.guid_key(entry)
+        if key in seen:  # a guid repeated within one document: the first one wins
+            continue
+        seen.add(key)
+        ehash = dedupe.entry_hash(entry)
+        if known.get(key) == ehash:
+            unchanged += 1
+            continue
+        try:
+            article = clean_entry(entry, ctx)
+        except CleanError as e:
+            errors.append(f"entry {key[:80]}: {e}")
+            continue
+        keys = IdentityKeys(
+            guid_key=key,
+            canonical_url=article.canonical_url,
+            content_hash=dedupe.content_hash(article.title + "\n" + article.content_text),
+            entry_hash=ehash,
+        )
+        items.append((article, keys))
+    feed_meta = ParsedFeed(
+        url=parsed.url,
+        format=parsed.format,
+        title=parsed.title,
+        site_url=parsed.site_url,
+        description=parsed.description,
+        language=parsed.language,
+        generator=parsed.generator,
+        ttl_seconds=parsed.ttl_seconds,
+        warning=parsed.warning,
+    )
+    return Processed(feed=feed_meta, items=tuple(items), unchanged=unchanged, errors=tuple(errors))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _jittered(seconds: float, jitter: float) -> float:
+    return seconds * (1 + random.uniform(0, jitter))  # noqa: S311 - spreading load, not security
+
+
+def next_poll_after_success(
+    feed: FeedToPoll, policy: PollPolicy, *, ttl: float | None = None, max_age: float | None = None
+) -> float:
+    """Seconds until the next poll: the feed's interval, floored by what the publisher asks."""
+    interval = float(feed.interval_seconds or policy.default_interval)
+    for floor in (ttl, max_age):
+        if floor is not None:
+            interval = max(interval, floor)
+    interval = min(max(interval, policy.min_interval), policy.max_interval)
+    return _jittered(interval, policy.jitter)
+
+
+def next_poll_after_error(error_count: int, policy: PollPolicy, retry_after: float | None = None) -> float:
+    """Capped exponential backoff with jitter; never more than ``max_interval`` (so at least daily)."""
+    backoff = policy.min_interval * (2 ** min(error_count, 20))
+    backoff = min(max(backoff, policy.min_interval), policy.max_interval)
+    if retry_after is not None:
+        backoff = min(max(backoff, retry_after), policy.max_interval)
+    return _jittered(backoff, policy.jitter) if retry_after is None else backoff
+
+
+class Ingestor:
+    """Polls feeds: one fetcher, one worker pool, one database thread."""
+
+    def __init__(self, store: Any, fetcher: Fetcher, pool: WorkerPool, policy: PollPolicy) -> None:
+        self.store = store
+        self.fetcher = fetcher
+        self.pool = pool
+        self.policy = policy
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingestd-db")
+
+    async def _db_call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    def close(self) -> None:
+        self._db.shutdown(wait=True)
+
+    async def ingest_feed(self, feed: FeedToPoll) -> IngestResult:
+        """Poll one feed; its failures are recorded on it and returned, never raised."""
+        started = time.monotonic()
+        now = _now()
+        policy = self.policy
+        result: FetchResult | None = None
+        try:
+            result = await self.fetcher.get(feed.url, etag=feed.etag, last_modified=feed.last_modified)
+            if result.not_modified:
+                update = FeedUpdate(
+                    outcome="not_modified",
+                    polled_at=now,
+                    next_poll_at=now
+                    + timedelta(seconds=next_poll_after_success(feed, policy, max_age=result.max_age)),
+                    etag=result.etag,
+                    http_status=304,
+                    duration=time.monotonic() - started,
+                )
+                await self._db_call(self.store.save_poll, feed.id, update)
+                return IngestResult(feed.id, feed.url, "not_modified", elapsed=update.duration)
+            known = await self._db_call(self.store.entry_hashes, feed.id)
+            processed: Processed = await self.pool.run(
+                process_document,
+                result.content,
+                url=result.final_url,
+                headers=dict(result.headers),
+                known=known,
+                max_entries=policy.max_entries,
+                substack_header=result.header("x-sub") is not None,
+            )
+        except HTTPStatusError as e:
+            return await self._record_failure(feed, now, started, e, result)
+        except (FeedError, CleanError) as e:
+            return await self._record_failure(feed, now, started, e, result)
+        parsed = processed.feed
+        update = FeedUpdate(
+            outcome="new",
+            polled_at=now,
+            next_poll_at=now
+            + timedelta(
+                seconds=next_poll_after_success(feed, policy, ttl=parsed.ttl_seconds, max_age=result.max_age)
+            ),
+            etag=result.etag,
+            last_modified=result.last_modified,
+            new_url=result.permanent_redirect,
+            title=parsed.title or None,
+            site_url=parsed.site_url,
+            generator=parsed.generator,
+            language=parsed.language,
+            http_status=result.status,
+            bytes=len(result.content),
+            duration=time.monotonic() - started,
+        )
+        stats: SaveStats = await self._db_call(self.store.save_poll, feed.id, update, processed.items)
+        warnings = tuple(processed.errors) + ((parsed.warning,) if parsed.warning else ())
+        for warning in warnings:
+            log.info("feed %s: %s", feed.url, warning, extra={"feed_id": feed.id, "feed_url": feed.url})
+        return IngestResult(
+            feed.id,
+            feed.url,
+            "new",
+            new=stats.new,
+            updated=stats.updated,
+            unchanged=stats.unchanged + processed.unchanged,
+            merged=stats.merged,
+            elapsed=time.monotonic() - started,
+            entries=len(processed.items) + processed.unchanged,
+            warnings=warnings,
+        )
+
+    async def _record_failure(
+        self, feed: FeedToPoll, now: datetime, started: float, error: IngestdError, result: FetchResult | None
+    ) -> IngestResult:
+        policy = self.policy
+        status = error.status if isinstance(error, HTTPStatusError) else (result.status if result else None)
+        retry_after = error.retry_after if isinstance(error, HTTPStatusError) else None
+        if status == 410:
+            outcome = "gone"
+            delay = policy.max_interval
+        else:
+            outcome = "deferred" if retry_after is not None else "error"
+            delay = next_poll_after_error(feed.error_count, policy, retry_after)
+        message = str(error) or error.__class__.__name__
+        update = FeedUpdate(
+            outcome=outcome,  # type: ignore[arg-type]
+            polled_at=now,
+            next_poll_at=now + timedelta(seconds=delay),
+            error=message,
+            http_status=status,
+            bytes=len(result.content) if result else 0,
+            duration=time.monotonic() - started,
+        )
+        log.warning("feed %s: %s", feed.url, message, extra={"feed_id": feed.id, "feed_url": feed.url})
+        await self._db_call(self.store.save_poll, feed.id, update)
+        return IngestResult(feed.id, feed.url, update.outcome, error=message, elapsed=update.duration)
+
+    async def poll(self, feeds: Sequence[FeedToPoll], concurrency: int) -> list[IngestResult]:
+        """Poll feeds with bounded concurrency; one feed's failure never stops the others."""
+        sem = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(feed: FeedToPoll) -> IngestResult:
+            async with sem:
+                try:
+                    return await self.ingest_feed(feed)
+                except StorageError:
+                    raise
+                except Exception as e:  # a bug: log it with its traceback, keep going
+                    log.exception("bug while polling %s", feed.url, extra={"feed_id": feed.id})
+                    return IngestResult(feed.id, feed.url, "error", error=f"internal error: {e!r}")
+
+        return list(await asyncio.gather(*(one(f) for f in feeds)))

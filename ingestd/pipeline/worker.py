@@ -1,0 +1,137 @@
+"""Worker processes for parsing and cleaning, with CPU and memory limits.
+
+Parsing and cleaning are CPU-bound and meet hostile input (entity bombs,
+regex traps in feedparser, 100k nested tags). They run in a process pool so
+they use every core, and under limits so one pathological document costs
+seconds, never the daemon: a soft CPU limit raises in the task, a data-size
+limit turns runaway allocation into MemoryError, and a wall-clock deadline in
+the parent kills a worker stuck in C code and rebuilds the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import resource
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from ingestd.exceptions import CleanError
+
+log = logging.getLogger("ingestd.worker")
+T = TypeVar("T")
+
+
+class WorkerLimitError(CleanError):
+    """A document exceeded the worker's CPU, memory or time limit."""
+
+
+class _CPUExceeded(Exception):
+    pass
+
+
+def _on_xcpu(_signum: int, _frame: object) -> None:
+    raise _CPUExceeded
+
+
+def _init_worker(memory_bytes: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGXCPU, _on_xcpu)
+    if memory_bytes > 0:
+        _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard == resource.RLIM_INFINITY or hard > memory_bytes:
+            resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, hard))
+
+
+def _limited(fn: Callable[..., T], cpu_seconds: float, args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    """Run ``fn`` with a soft CPU budget counted from now (the hard limit is left alone)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    used = usage.ru_utime + usage.ru_stime
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    budget = int(used + cpu_seconds) + 1
+    if hard != resource.RLIM_INFINITY:
+        budget = min(budget, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (budget, hard))
+    try:
+        return fn(*args, **kwargs)
+    except _CPUExceeded:
+        raise WorkerLimitError(f"gave up after {cpu_seconds:.0f} s of CPU time") from None
+    except MemoryError:
+        raise WorkerLimitError("gave up: the document needs more memory than a worker may use") from None
+    except RecursionError:
+        raise WorkerLimitError("gave up: the document is nested too deeply") from None
+    finally:
+        resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, hard))
+
+
+class WorkerPool:
+    """A process pool that survives the death of its workers."""
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        cpu_seconds: float = 30.0,
+        wall_seconds: float = 60.0,
+        memory_bytes: int = 1024 * 1024 * 1024,
+    ) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self.cpu_seconds = cpu_seconds
+        self.wall_seconds = wall_seconds
+        self.memory_bytes = memory_bytes
+        self._pool: ProcessPoolExecutor | None = None
+        self._generation = 0
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["ingestd.pipeline.ingest"])
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(self.memory_bytes,),
+            )
+            self._generation += 1
+        return self._pool
+
+    def _kill(self, generation: int) -> None:
+        """Tear down a pool whose worker is stuck; the next call builds a new one."""
+        pool = self._pool
+        if pool is None or generation != self._generation:
+            return
+        self._pool = None
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` in a worker; a broken pool is rebuilt and the task retried once."""
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            pool = self._executor()
+            generation = self._generation
+            future = loop.run_in_executor(pool, _limited, fn, self.cpu_seconds, args, kwargs)
+            try:
+                return await asyncio.wait_for(future, self.wall_seconds)
+            except TimeoutError:
+                log.warning("a worker exceeded %.0f s; restarting the worker pool", self.wall_seconds)
+                self._kill(generation)
+                raise WorkerLimitError(f"gave up after {self.wall_seconds:.0f} s") from None
+            except BrokenProcessPool:
+                self._kill(generation)
+                if attempt == 2:
+                    raise WorkerLimitError("a worker died on this document (memory or CPU limit)") from None
+                log.warning("worker pool broke; retrying the task once on a new pool")
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
