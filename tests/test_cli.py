@@ -36,10 +36,10 @@ def test_traceback_only_with_verbose(tmp_path: Path) -> None:
 
 
 def test_feed_lifecycle(tmp_path: Path) -> None:
-    assert _run("feeds", "add", "https://example.test/feed", "--interval", "1h", tmp=tmp_path).returncode == 0
-    again = _run("feeds", "add", "https://example.test/feed", tmp=tmp_path)
+    assert _run("feeds", "add", "--no-discover", "https://example.test/feed", "--interval", "1h", tmp=tmp_path).returncode == 0
+    again = _run("feeds", "add", "--no-discover", "https://example.test/feed", tmp=tmp_path)
     assert "already subscribed" in again.stdout
-    assert _run("feeds", "add", "ftp://example.test/feed", tmp=tmp_path).returncode == 2
+    assert _run("feeds", "add", "--no-discover", "ftp://example.test/feed", tmp=tmp_path).returncode == 2
     assert _run("feeds", "pause", "1", tmp=tmp_path).returncode == 0
     assert " paused " in _run("feeds", "list", tmp=tmp_path).stdout
     assert _run("feeds", "resume", "https://example.test/feed", tmp=tmp_path).returncode == 0

@@ -15,9 +15,11 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
-from ingestd.exceptions import CleanError, FeedError, HTTPStatusError, IngestdError, StorageError
+from ingestd.exceptions import CleanError, FeedError, HTTPStatusError, IngestdError, ParseError, StorageError
 from ingestd.models import (
     CleanArticle,
     FeedContext,
@@ -31,9 +33,10 @@ from ingestd.models import (
 )
 from ingestd.pipeline import dedupe
 from ingestd.pipeline.clean import clean_entry
-from ingestd.pipeline.fetch import Fetcher
+from ingestd.pipeline.fetch import Fetcher, host_key
 from ingestd.pipeline.parse import parse_feed
 from ingestd.pipeline.worker import WorkerPool
+from ingestd.sources.discover import discover_feed_links
 
 log = logging.getLogger("ingestd.ingest")
 T = TypeVar("T")
@@ -68,6 +71,16 @@ class Processed:
     items: tuple[tuple[CleanArticle, IdentityKeys], ...]
     unchanged: int = 0
     errors: tuple[str, ...] = field(default_factory=tuple)
+    posting_gap: float | None = None
+
+
+def posting_gap(dates: Sequence[datetime], sample: int = 10) -> float | None:
+    """Median seconds between the newest posts; None with fewer than three dated posts."""
+    newest = sorted(dates, reverse=True)[:sample]
+    if len(newest) < 3:
+        return None
+    gaps = sorted((a - b).total_seconds() for a, b in pairwise(newest))
+    return max(gaps[len(gaps) // 2], 0.0)
 
 
 def process_document(
@@ -129,7 +142,14 @@ def process_document(
         ttl_seconds=parsed.ttl_seconds,
         warning=parsed.warning,
     )
-    return Processed(feed=feed_meta, items=tuple(items), unchanged=unchanged, errors=tuple(errors))
+    dates = [d for e in parsed.entries if (d := e.published_at or e.updated_at) is not None]
+    return Processed(
+        feed=feed_meta,
+        items=tuple(items),
+        unchanged=unchanged,
+        errors=tuple(errors),
+        posting_gap=posting_gap(dates),
+    )
 
 
 def _now() -> datetime:
@@ -141,10 +161,26 @@ def _jittered(seconds: float, jitter: float) -> float:
 
 
 def next_poll_after_success(
-    feed: FeedToPoll, policy: PollPolicy, *, ttl: float | None = None, max_age: float | None = None
+    feed: FeedToPoll,
+    policy: PollPolicy,
+    *,
+    ttl: float | None = None,
+    max_age: float | None = None,
+    gap: float | None = None,
 ) -> float:
-    """Seconds until the next poll: the feed's interval, floored by what the publisher asks."""
-    interval = float(feed.interval_seconds or policy.default_interval)
+    """Seconds until the next poll.
+
+    A feed's own ``--interval`` wins; else half its observed posting gap
+    (a monthly blog is not polled every 30 minutes), else the default; the
+    publisher's ``<ttl>`` and Cache-Control are floors; all within
+    ``[min_interval, max_interval]``.
+    """
+    if feed.interval_seconds:
+        interval = float(feed.interval_seconds)
+    elif gap is not None:
+        interval = gap / 2
+    else:
+        interval = policy.default_interval
     for floor in (ttl, max_age):
         if floor is not None:
             interval = max(interval, floor)
@@ -170,6 +206,8 @@ class Ingestor:
         self.pool = pool
         self.policy = policy
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingestd-db")
+        # host -> time before which no request goes there (429/503 Retry-After is per host).
+        self._host_not_before: dict[str, datetime] = {}
 
     async def _db_call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
@@ -183,6 +221,18 @@ class Ingestor:
         now = _now()
         policy = self.policy
         result: FetchResult | None = None
+        parts = urlsplit(feed.url)
+        host = host_key(parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        not_before = self._host_not_before.get(host)
+        if not_before is not None and not_before > now:
+            wait = (not_before - now).total_seconds()
+            deferral = HTTPStatusError(
+                f"deferred: {host} asked for a pause until {not_before:%Y-%m-%d %H:%M:%S} UTC",
+                feed.url,
+                status=429,
+                retry_after=wait,
+            )
+            return await self._record_failure(feed, now, started, deferral, None)
         try:
             result = await self.fetcher.get(feed.url, etag=feed.etag, last_modified=feed.last_modified)
             if result.not_modified:
@@ -208,6 +258,17 @@ class Ingestor:
                 substack_header=result.header("x-sub") is not None,
             )
         except HTTPStatusError as e:
+            if e.retry_after is not None and e.status in (429, 503):
+                pause = min(e.retry_after, policy.max_interval)
+                self._host_not_before[host] = now + timedelta(seconds=pause)
+            return await self._record_failure(feed, now, started, e, result)
+        except ParseError as e:
+            if result is not None and "html" in str(e).lower():
+                links = discover_feed_links(result.content, result.final_url)
+                if links:
+                    e = ParseError(
+                        f"{e}; the page links to the feed {links[0]} (subscribe to it instead)", feed.url
+                    )
             return await self._record_failure(feed, now, started, e, result)
         except (FeedError, CleanError) as e:
             return await self._record_failure(feed, now, started, e, result)
@@ -217,7 +278,9 @@ class Ingestor:
             polled_at=now,
             next_poll_at=now
             + timedelta(
-                seconds=next_poll_after_success(feed, policy, ttl=parsed.ttl_seconds, max_age=result.max_age)
+                seconds=next_poll_after_success(
+                    feed, policy, ttl=parsed.ttl_seconds, max_age=result.max_age, gap=processed.posting_gap
+                )
             ),
             etag=result.etag,
             last_modified=result.last_modified,

@@ -1,0 +1,130 @@
+"""The orchestrator: scheduling decisions (pure) and one feed through a real local server."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from ingestd.models import FeedToPoll
+from ingestd.pipeline.fetch import Fetcher, FetchPolicy
+from ingestd.pipeline.ingest import (
+    Ingestor,
+    PollPolicy,
+    next_poll_after_error,
+    next_poll_after_success,
+    posting_gap,
+    process_document,
+)
+from ingestd.pipeline.worker import WorkerPool
+from ingestd.store import Store, open_store
+from tests.feedserver import FeedServer, serve
+
+POLICY = PollPolicy(default_interval=1800, min_interval=300, max_interval=86400, jitter=0.0)
+RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><link>http://127.0.0.1/</link>
+{items}</channel></rss>"""
+ITEM = (
+    "<item><title>Post {n}</title><link>http://127.0.0.1/p/{n}</link><guid>g{n}</guid>"
+    "<pubDate>{date}</pubDate><description>&lt;p&gt;Body {n}&lt;/p&gt;</description></item>"
+)
+
+
+def _rss(n: int, hours_apart: float = 24.0) -> bytes:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    items = "".join(
+        ITEM.format(
+            n=i, date=(start + timedelta(hours=hours_apart * i)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        )
+        for i in range(n)
+    )
+    return RSS.format(items=items).encode()
+
+
+def test_interval_follows_feed_setting_then_posting_gap_then_default() -> None:
+    feed = FeedToPoll(id=1, url="http://x/")
+    assert next_poll_after_success(feed, POLICY) == 1800
+    assert next_poll_after_success(feed, POLICY, gap=7 * 86400) == 86400  # capped by max_interval
+    assert next_poll_after_success(feed, POLICY, gap=120) == 300  # floored by min_interval
+    assert next_poll_after_success(feed, POLICY, gap=4 * 3600) == 2 * 3600
+    assert next_poll_after_success(feed, POLICY, ttl=7200) == 7200
+    assert next_poll_after_success(feed, POLICY, max_age=3600) == 3600
+    own = FeedToPoll(id=1, url="http://x/", interval_seconds=600)
+    assert next_poll_after_success(own, POLICY, gap=7 * 86400) == 600
+
+
+def test_backoff_is_exponential_capped_and_honours_retry_after() -> None:
+    delays = [next_poll_after_error(n, POLICY) for n in range(12)]
+    assert delays[0] == 300
+    assert delays[1] == 600
+    assert delays == sorted(delays)
+    assert max(delays) == 86400  # a broken feed is still retried daily
+    assert next_poll_after_error(0, POLICY, retry_after=7200) == 7200
+    assert next_poll_after_error(0, POLICY, retry_after=10**11) == 86400
+
+
+def test_posting_gap_is_the_median_of_the_newest() -> None:
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    assert posting_gap([t, t + timedelta(hours=1)]) is None
+    assert posting_gap([t + timedelta(hours=h) for h in (0, 1, 2, 10)]) == 3600
+
+
+def test_process_document_skips_known_entries_and_repeated_guids() -> None:
+    doc = _rss(3)
+    first = process_document(doc, url="http://127.0.0.1/f", headers={}, known={}, max_entries=100)
+    assert [a.title for a, _k in first.items] == ["Post 0", "Post 1", "Post 2"]
+    known = {k.guid_key: k.entry_hash for _a, k in first.items}
+    again = process_document(doc, url="http://127.0.0.1/f", headers={}, known=known, max_entries=100)
+    assert again.items == ()
+    assert again.unchanged == 3
+    assert first.posting_gap == 86400
+    dup = doc.replace(b"<guid>g1</guid>", b"<guid>g0</guid>")
+    assert len(process_document(dup, url="http://x/", headers={}, known={}, max_entries=100).items) == 2
+
+
+class _TooMany(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(429)
+        self.send_header("Retry-After", "3600")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = open_store(f"sqlite:///{tmp_path / 'db'}")
+    yield s
+    s.close()
+
+
+def test_retry_after_pauses_every_feed_of_the_host(store: Store) -> None:
+    with serve(FeedServer()) as server:
+        server.handlers["busy.xml"] = lambda h: _TooMany.do_GET(h)  # type: ignore[arg-type]
+        server.files["a.xml"] = _rss(2)
+        server.files["gone.xml"] = b""
+        busy, _ = store.add_feed(server.url("busy.xml"))
+        other, _ = store.add_feed(server.url("a.xml"))
+
+        async def run() -> list[str]:
+            policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
+            pool = WorkerPool(1)
+            async with Fetcher(policy) as fetcher:
+                ing = Ingestor(store, fetcher, pool, POLICY)
+                try:
+                    r1 = await ing.ingest_feed(FeedToPoll(id=busy, url=server.url("busy.xml")))
+                    r2 = await ing.ingest_feed(FeedToPoll(id=other, url=server.url("a.xml")))
+                finally:
+                    ing.close()
+                    pool.close()
+            return [r1.outcome, r2.outcome, r2.error or ""]
+
+        outcomes = asyncio.run(run())
+    assert outcomes[:2] == ["deferred", "deferred"]
+    assert "asked for a pause" in outcomes[2]
+    assert [h.path for h in server.hits] == []  # a.xml was never requested
+    feed = store.find_feed(other)
+    assert feed is not None
+    assert feed.next_poll_at is not None
+    assert feed.next_poll_at >= datetime.now(UTC) + timedelta(minutes=59)
