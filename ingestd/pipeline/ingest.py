@@ -37,6 +37,7 @@ from ingestd.pipeline.fetch import Fetcher, host_key
 from ingestd.pipeline.parse import parse_feed
 from ingestd.pipeline.worker import WorkerPool
 from ingestd.sources.discover import discover_feed_links
+from ingestd.sources.fulltext import fetch_full_text
 
 log = logging.getLogger("ingestd.ingest")
 T = TypeVar("T")
@@ -273,6 +274,23 @@ class Ingestor:
         except (FeedError, CleanError) as e:
             return await self._record_failure(feed, now, started, e, result)
         parsed = processed.feed
+        items = processed.items
+        if feed.full_text and items:
+            items = tuple(
+                await fetch_full_text(
+                    items,
+                    fetcher=self.fetcher,
+                    run_in_worker=self.pool.run,
+                    feed=FeedContext(
+                        url=result.final_url,
+                        site_url=parsed.site_url,
+                        title=parsed.title,
+                        language=parsed.language,
+                        generator=parsed.generator,
+                        substack_header=result.header("x-sub") is not None,
+                    ),
+                )
+            )
         update = FeedUpdate(
             outcome="new",
             polled_at=now,
@@ -293,7 +311,7 @@ class Ingestor:
             bytes=len(result.content),
             duration=time.monotonic() - started,
         )
-        stats: SaveStats = await self._db_call(self.store.save_poll, feed.id, update, processed.items)
+        stats: SaveStats = await self._db_call(self.store.save_poll, feed.id, update, items)
         warnings = tuple(processed.errors) + ((parsed.warning,) if parsed.warning else ())
         for warning in warnings:
             log.info("feed %s: %s", feed.url, warning, extra={"feed_id": feed.id, "feed_url": feed.url})
@@ -306,7 +324,7 @@ class Ingestor:
             unchanged=stats.unchanged + processed.unchanged,
             merged=stats.merged,
             elapsed=time.monotonic() - started,
-            entries=len(processed.items) + processed.unchanged,
+            entries=len(items) + processed.unchanged,
             warnings=warnings,
         )
 

@@ -128,3 +128,47 @@ def test_retry_after_pauses_every_feed_of_the_host(store: Store) -> None:
     assert feed is not None
     assert feed.next_poll_at is not None
     assert feed.next_poll_at >= datetime.now(UTC) + timedelta(minutes=59)
+
+
+PAGE = """<!doctype html><html><head><title>Post {n}</title></head><body>
+<nav><a href="/">Home</a> <a href="/about">About</a> <a href="/archive">Archive</a></nav>
+<article><h1>Post {n}</h1>
+<p>The full story number {n} begins here with a paragraph that is long enough to be the article body,
+and it keeps going for a while so that an extractor sees real prose rather than navigation links.</p>
+<p>A second paragraph of story {n} adds more detail about the subject, with several sentences of text.
+It explains what happened, who was there and why it matters to the people who read this blog.</p>
+<p>The third paragraph closes story {n} with a conclusion and a thank-you to the readers of the blog.</p>
+</article>
+<footer>Copyright 2024 - Subscribe to our newsletter - Share on social media</footer></body></html>"""
+
+
+def test_full_text_feed_takes_the_article_page(store: Store) -> None:
+    with serve(FeedServer()) as server:
+        items = "".join(
+            f"<item><title>Post {n}</title><link>{server.url(f'post/{n}.html')}</link><guid>g{n}</guid>"
+            f"<description>Teaser {n} [&#8230;]</description></item>"
+            for n in range(2)
+        )
+        server.files["feed.xml"] = RSS.format(items=items).encode()
+        for n in range(2):
+            server.files[f"post/{n}.html"] = PAGE.format(n=n).encode()
+        feed_id, _ = store.add_feed(server.url("feed.xml"), full_text=True)
+
+        async def run() -> None:
+            policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
+            pool = WorkerPool(1)
+            async with Fetcher(policy) as fetcher:
+                ing = Ingestor(store, fetcher, pool, POLICY)
+                try:
+                    (feed,) = store.claim(limit=1, lease_seconds=60, ids=[feed_id])
+                    await ing.ingest_feed(feed)
+                finally:
+                    ing.close()
+                    pool.close()
+
+        asyncio.run(run())
+    rows = store.list_articles(newest_first=False)
+    assert [r["body_source"] for r in rows] == ["page", "page"]
+    assert "second paragraph of story 1" in rows[1]["content_text"]
+    assert "Subscribe to our newsletter" not in rows[1]["content_text"]
+    assert rows[1]["summary"].startswith("Teaser 1")
