@@ -143,6 +143,12 @@ class IdentityKeys:
     canonical_url: str | None
     content_hash: str
     entry_hash: str
+    #: a looser URL match key (www./amp. hosts, trailing slash, AMP paths; see dedupe.url_key)
+    url_key: str | None = None
+    #: MinHash sketch of content_text for near-duplicates; None for short texts
+    sketch: bytes | None = None
+    #: the sketch's LSH band hashes, the near-duplicate index keys
+    bands: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +177,8 @@ class FeedUpdate:
     new_url: str | None = None
     title: str | None = None
     site_url: str | None = None
+    generator: str | None = None
+    language: str | None = None
     error: str | None = None
     http_status: int | None = None
     bytes: int = 0

@@ -110,12 +110,14 @@ def process_document(
     items: list[tuple[CleanArticle, IdentityKeys]] = []
     errors: list[str] = []
     unchanged = 0
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     for entry in parsed.entries:
         key = dedupe.guid_key(entry)
-        if key in seen:  # a guid repeated within one document: the first one wins
+        # The same entry twice in one document: the first wins. A guid reused for another
+        # link goes on to the store, which recognises reused guids.
+        if (key, entry.link) in seen:
             continue
-        seen.add(key)
+        seen.add((key, entry.link))
         ehash = dedupe.entry_hash(entry)
         if known.get(key) == ehash:
             unchanged += 1
@@ -125,13 +127,7 @@ def process_document(
         except CleanError as e:
             errors.append(f"entry {key[:80]}: {e}")
             continue
-        keys = IdentityKeys(
-            guid_key=key,
-            canonical_url=article.canonical_url,
-            content_hash=dedupe.content_hash(article.title + "\n" + article.content_text),
-            entry_hash=ehash,
-        )
-        items.append((article, keys))
+        items.append((article, dedupe.identity_keys(key, article, ehash)))
     feed_meta = ParsedFeed(
         url=parsed.url,
         format=parsed.format,

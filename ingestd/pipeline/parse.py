@@ -64,7 +64,7 @@ _UTF8_HEADERS = {"content-type": "application/xml; charset=utf-8"}
 _UNICODE_ENCODINGS = ("utf-8", "utf8", "utf-16", "utf-32", "utf_16", "utf_32")
 
 _C0_BYTES = bytes(c for c in range(32) if c not in (9, 10, 13))
-_C0_TABLE = dict.fromkeys(_C0_BYTES)
+_C0_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _BINARY_C0 = _C0_BYTES[1:]
 _SAMPLE = 64 * 1024
 _BLANK = b" \t\r\n\x00\xef\xbb\xbf\xfe\xff"  # whitespace, NUL and byte-order marks
@@ -604,7 +604,8 @@ def _finish_entry(raw: ParsedEntry, limits: FieldLimits, latest: datetime) -> Pa
 
 def _text(value: str, cap: int) -> str:
     """Without C0 controls (bar tab, LF, CR) and lone surrogates, stripped, at most ``cap`` chars."""
-    value = value.translate(_C0_TABLE)
+    if _C0_RE.search(value) is not None:
+        value = _C0_RE.sub("", value)
     if not value.isascii():
         value = _SURROGATE.sub("\ufffd", value)
     return value.strip()[:cap].strip()

@@ -9,8 +9,8 @@ were lost.
 from __future__ import annotations
 
 import json
-import socket
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ingestd.exceptions import StorageError
 from ingestd.models import CleanArticle, FeedToPoll, FeedUpdate, IdentityKeys, SaveStats
-from ingestd.store import sql
+from ingestd.store import consumers, identity, sql
+from ingestd.store import search as fulltext
 from ingestd.store.sql import aware, naive
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -217,11 +218,15 @@ class Store:
 
     def set_paused(self, feed_id: int, paused: bool) -> None:
         with self._tx() as conn:
-            values: dict[str, Any] = {"status": "paused"} if paused else {
-                "status": "active",
-                "next_poll_at": naive(_utcnow()),
-                "error_count": 0,
-            }
+            values: dict[str, Any] = (
+                {"status": "paused"}
+                if paused
+                else {
+                    "status": "active",
+                    "next_poll_at": naive(_utcnow()),
+                    "error_count": 0,
+                }
+            )
             conn.execute(update(sql.feeds).where(sql.feeds.c.id == feed_id).values(**values))
 
     # -- polling -------------------------------------------------------------
@@ -261,7 +266,11 @@ class Store:
 
     def entry_hashes(self, feed_id: int) -> dict[str, str]:
         with self._tx() as conn:
-            return sql.known_entry_hashes(conn, feed_id)
+            # Tombstoned sources count as known: a deleted story is not even re-cleaned.
+            return {
+                **identity.tombstoned_entry_hashes(conn, feed_id),
+                **sql.known_entry_hashes(conn, feed_id),
+            }
 
     def save_poll(
         self,
@@ -271,9 +280,14 @@ class Store:
     ) -> SaveStats:
         """Store one poll's articles and the feed's new state in one transaction."""
         with self._tx() as conn:
-            stats = sql.save_articles(conn, feed_id, items, update_.polled_at) if items else SaveStats()
+            stats = identity.save_articles(conn, feed_id, items, update_.polled_at) if items else SaveStats()
             sql.apply_feed_update(conn, feed_id, update_, stats.new)
             return stats
+
+    def add_articles(self, feed_id: int, items: Sequence[tuple[CleanArticle, IdentityKeys]]) -> SaveStats:
+        """Store articles that did not come from a poll (archive backfill, full text)."""
+        with self._tx() as conn:
+            return identity.save_articles(conn, feed_id, items, _utcnow())
 
     # -- articles ------------------------------------------------------------
 
@@ -332,6 +346,47 @@ class Store:
         data["is_paywalled"] = bool(data["is_paywalled"])
         return data
 
+    def delete_article(self, article_id: int) -> bool:
+        """Delete a story for good: a tombstone keeps every feed from bringing it back."""
+        with self._tx() as conn:
+            return identity.tombstone_articles(conn, [article_id], _utcnow(), "user") > 0
+
+    def revisions(self, article_id: int) -> list[dict[str, Any]]:
+        """Previous versions of an article, oldest first (each with the seq it had)."""
+        r = identity.revisions
+        with self._tx() as conn:
+            rows = conn.execute(select(r).where(r.c.article_id == article_id).order_by(r.c.seq))
+            return [{**dict(x._mapping), "revised_at": aware(x.revised_at)} for x in rows]
+
+    def max_seq(self) -> int:
+        with self._tx() as conn:
+            return consumers.max_seq(conn)
+
+    def changes(
+        self,
+        *,
+        after_seq: int = 0,
+        since: datetime | None = None,
+        feed_id: int | None = None,
+        page_size: int = 500,
+    ) -> Iterator[dict[str, Any]]:
+        """Rows of ``articles_public`` with ``seq > after_seq`` in seq order, streamed page by page."""
+        cursor = after_seq
+        while True:
+            with self._tx() as conn:
+                rows = consumers.page(conn, after_seq=cursor, limit=page_size, since=since, feed_id=feed_id)
+            yield from rows
+            if len(rows) < page_size:
+                return
+            cursor = rows[-1]["seq"]
+
+    def search(
+        self, query: str, *, feed_id: int | None = None, since: datetime | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """Full-text search over title and text, best first, with snippets (see store/search.py)."""
+        with self._tx() as conn:
+            return fulltext.search(conn, query, feed_id=feed_id, since=since, limit=limit)
+
     def count_articles(self) -> int:
         with self._tx() as conn:
             return sql.count_articles(conn)
@@ -343,9 +398,11 @@ class Store:
             cutoff = _utcnow() - timedelta(days=retention_days)
             a = sql.articles
             with self._tx() as conn:
-                removed = conn.execute(
-                    delete(a).where(func.coalesce(a.c.published_at, a.c.created_at) < cutoff)
-                ).rowcount
+                old = conn.execute(
+                    select(a.c.id).where(func.coalesce(a.c.published_at, a.c.created_at) < naive(cutoff))
+                ).scalars()
+                # Tombstoned: a feed that still carries an expired story does not bring it back.
+                removed = identity.tombstone_articles(conn, list(old), _utcnow(), "retention")
         if self.dialect == "sqlite":
             # Outside any transaction: a checkpoint cannot run inside one.
             raw = self.engine.raw_connection()

@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 FEED_STATUSES = ("active", "paused", "failing", "gone")
@@ -20,6 +30,8 @@ class Feed(SQLModel, table=True):
     url: str = Field(sa_column=Column(Text, nullable=False, unique=True))
     site_url: str | None = Field(default=None, sa_column=Column(Text))
     title: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    generator: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    language: str | None = Field(default=None, max_length=35)
     etag: str | None = Field(default=None, sa_column=Column(Text))
     last_modified: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime
@@ -32,6 +44,8 @@ class Feed(SQLModel, table=True):
     http_status: int | None = None
     interval_seconds: int | None = None
     full_text: bool = False
+    #: "guid", or "link" once its guids proved unstable (reused or changing): entries keyed by link
+    guid_mode: str = Field(default="guid", sa_column=Column(String(8), nullable=False, server_default="guid"))
     lease_until: datetime | None = None
     lease_owner: str | None = Field(default=None, max_length=64)
 
@@ -40,6 +54,7 @@ class Article(SQLModel, table=True):
     __tablename__ = "articles"
     __table_args__ = (
         Index("ix_articles_canonical_url", "canonical_url"),
+        Index("ix_articles_url_key", "url_key"),
         Index("ix_articles_content_hash", "content_hash"),
         Index("ix_articles_published_at", "published_at"),
         Index("ix_articles_feed_id", "feed_id"),
@@ -52,6 +67,7 @@ class Article(SQLModel, table=True):
     guid: str | None = Field(default=None, sa_column=Column(Text))
     url: str | None = Field(default=None, sa_column=Column(Text))
     canonical_url: str | None = Field(default=None, sa_column=Column(Text))
+    url_key: str | None = Field(default=None, sa_column=Column(Text))
     title: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     author: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     published_at: datetime | None = None
@@ -84,15 +100,19 @@ class ArticleSource(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("feed_id", "guid_key", name="uq_article_sources_feed_guid"),
         Index("ix_article_sources_article_id", "article_id"),
+        Index("ix_article_sources_feed_url_key", "feed_id", "url_key"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    feed_id: int = Field(sa_column=Column(Integer, ForeignKey("feeds.id", ondelete="CASCADE"), nullable=False))
+    feed_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("feeds.id", ondelete="CASCADE"), nullable=False)
+    )
     guid_key: str = Field(sa_column=Column(Text, nullable=False))
     article_id: int = Field(
         sa_column=Column(Integer, ForeignKey("articles.id", ondelete="CASCADE"), nullable=False)
     )
     url: str | None = Field(default=None, sa_column=Column(Text))
+    url_key: str | None = Field(default=None, sa_column=Column(Text))
     entry_hash: str = Field(max_length=64)
     first_seen_at: datetime
 
@@ -102,7 +122,9 @@ class FetchLog(SQLModel, table=True):
     __table_args__ = (Index("ix_fetch_log_feed_at", "feed_id", "at"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    feed_id: int = Field(sa_column=Column(Integer, ForeignKey("feeds.id", ondelete="CASCADE"), nullable=False))
+    feed_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("feeds.id", ondelete="CASCADE"), nullable=False)
+    )
     at: datetime
     outcome: str = Field(max_length=16)
     http_status: int | None = None
@@ -119,3 +141,68 @@ class Counter(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     value: int = 0
+
+
+class ArticleRevision(SQLModel, table=True):
+    """A previous version of an article, kept when an update changed its title or text."""
+
+    __tablename__ = "article_revisions"
+    __table_args__ = (Index("ix_article_revisions_article_seq", "article_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    article_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("articles.id", ondelete="CASCADE"), nullable=False)
+    )
+    seq: int  # the seq the article had while this version was current
+    revised_at: datetime  # when it stopped being current
+    title: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    content_text: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    content_html: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    content_hash: str = Field(max_length=64)
+
+
+class Tombstone(SQLModel, table=True):
+    """A deleted story: its sources and URL are never ingested again."""
+
+    __tablename__ = "tombstones"
+    __table_args__ = (
+        Index("ix_tombstones_feed_guid", "feed_id", "guid_key"),
+        Index("ix_tombstones_url_key", "url_key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    feed_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("feeds.id", ondelete="CASCADE"))
+    )
+    guid_key: str | None = Field(default=None, sa_column=Column(Text))
+    entry_hash: str | None = Field(default=None, max_length=64)
+    url_key: str | None = Field(default=None, sa_column=Column(Text))
+    deleted_at: datetime
+    reason: str = Field(max_length=16)  # "user" or "retention"
+
+
+class NearDupSketch(SQLModel, table=True):
+    """An article's MinHash sketch, compared with the candidates its bands find."""
+
+    __tablename__ = "near_dup_sketches"
+
+    article_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True)
+    )
+    sketch: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class NearDupBand(SQLModel, table=True):
+    """The LSH index: (band, hash) -> article; one lookup per band, never a scan."""
+
+    __tablename__ = "near_dup_bands"
+    __table_args__ = (Index("ix_near_dup_bands_article_id", "article_id"),)
+
+    # The primary key leads with the hash: a lookup is one index search per band hash.
+    value: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    band: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    article_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+        )
+    )

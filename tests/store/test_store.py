@@ -34,7 +34,7 @@ def test_fresh_database_has_wal_and_schema(store: Store, tmp_path: Path) -> None
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"feeds", "articles", "article_sources", "fetch_log", "alembic_version"} <= tables
-    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0001"
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
 
 
 def test_add_feed_twice_is_one_feed(store: Store) -> None:
@@ -101,8 +101,12 @@ def test_validators_commit_with_articles(store: Store) -> None:
 def test_failures_are_recorded_and_reset_by_success(store: Store) -> None:
     fid, _ = store.add_feed("http://example.test/feed")
     now = datetime.now(UTC)
-    store.save_poll(fid, FeedUpdate("error", now, now + timedelta(hours=1), error="HTTP 500", http_status=500))
-    store.save_poll(fid, FeedUpdate("error", now, now + timedelta(hours=1), error="HTTP 500", http_status=500))
+    store.save_poll(
+        fid, FeedUpdate("error", now, now + timedelta(hours=1), error="HTTP 500", http_status=500)
+    )
+    store.save_poll(
+        fid, FeedUpdate("error", now, now + timedelta(hours=1), error="HTTP 500", http_status=500)
+    )
     feed = store.find_feed(fid)
     assert feed is not None
     assert (feed.status, feed.error_count, feed.last_error) == ("failing", 2, "HTTP 500")
@@ -138,7 +142,9 @@ def test_paused_and_gone_feeds_are_not_claimed(store: Store) -> None:
 
 def test_nul_and_controls_are_stripped(store: Store) -> None:
     fid, _ = store.add_feed("http://example.test/feed")
-    article = CleanArticle(guid="g\x00", url="http://example.test/x", title="a\x00b\x07c", content_text="x\x00y\tz")
+    article = CleanArticle(
+        guid="g\x00", url="http://example.test/x", title="a\x00b\x07c", content_text="x\x00y\tz"
+    )
     store.save_poll(fid, _ok(), [(article, IdentityKeys("g\x00", None, "c", "e"))])
     row = store.list_articles()[0]
     assert row["title"] == "abc"

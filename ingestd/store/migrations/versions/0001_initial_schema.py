@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 13:30:57.584190
+Create Date: 2026-11-29 13:40:40.706823
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -33,6 +32,8 @@ def upgrade() -> None:
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("site_url", sa.Text(), nullable=True),
         sa.Column("title", sa.Text(), server_default="", nullable=False),
+        sa.Column("generator", sa.Text(), server_default="", nullable=False),
+        sa.Column("language", sa.String(length=35), nullable=True),
         sa.Column("etag", sa.Text(), nullable=True),
         sa.Column("last_modified", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
