@@ -112,7 +112,9 @@ class ScheduleSettings:
 
 @dataclass(frozen=True)
 class DaemonSettings:
-    tick: float = field(default=10.0, metadata=_meta("how often due feeds are claimed", duration=True, minimum=0.05))
+    tick: float = field(
+        default=10.0, metadata=_meta("how often due feeds are claimed", duration=True, minimum=0.05)
+    )
     metrics_listen: str = field(
         default="", metadata=_meta("host:port for /healthz and /metrics; empty disables it")
     )
@@ -168,10 +170,26 @@ def _convert(section: str, f: dataclasses.Field[Any], raw: object) -> object:
     elif kind == "bool":
         if isinstance(raw, bool):
             value = raw
-        elif isinstance(raw, str) and raw.strip().lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        elif isinstance(raw, str) and raw.strip().lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        }:
             value = raw.strip().lower() in {"1", "true", "yes", "on"}
         else:
             raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+    elif kind == "float":
+        if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+            raise ConfigError(f"{key}: expected a number, got {raw!r}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {raw!r}") from None
     elif kind == "int":
         if isinstance(raw, bool):
             raise ConfigError(f"{key}: expected an integer, got {raw!r}")

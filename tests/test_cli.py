@@ -36,7 +36,12 @@ def test_traceback_only_with_verbose(tmp_path: Path) -> None:
 
 
 def test_feed_lifecycle(tmp_path: Path) -> None:
-    assert _run("feeds", "add", "--no-discover", "https://example.test/feed", "--interval", "1h", tmp=tmp_path).returncode == 0
+    assert (
+        _run(
+            "feeds", "add", "--no-discover", "https://example.test/feed", "--interval", "1h", tmp=tmp_path
+        ).returncode
+        == 0
+    )
     again = _run("feeds", "add", "--no-discover", "https://example.test/feed", tmp=tmp_path)
     assert "already subscribed" in again.stdout
     assert _run("feeds", "add", "--no-discover", "ftp://example.test/feed", tmp=tmp_path).returncode == 2

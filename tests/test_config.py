@@ -24,7 +24,9 @@ def test_defaults_follow_the_contract() -> None:
 
 
 def test_default_database_follows_xdg_and_systemd() -> None:
-    assert load_settings(None, environ={"XDG_DATA_HOME": "/x"}).database_url == "sqlite:////x/ingestd/ingestd.db"
+    assert (
+        load_settings(None, environ={"XDG_DATA_HOME": "/x"}).database_url == "sqlite:////x/ingestd/ingestd.db"
+    )
     assert (
         load_settings(None, environ={"STATE_DIRECTORY": "/var/lib/ingestd"}).database_url
         == "sqlite:////var/lib/ingestd/ingestd.db"
@@ -47,7 +49,9 @@ def test_precedence_file_env_flags(tmp_path: Path) -> None:
     assert s.database_url == "sqlite:///env.db"
     s = load_settings(cfg, environ={"INGESTD_DATABASE_URL": "sqlite:///env2.db"})
     assert s.database_url == "sqlite:///env2.db"
-    s = load_settings(cfg, environ={"INGESTD_DB": "sqlite:///env.db"}, overrides={"database.url": "sqlite:///f.db"})
+    s = load_settings(
+        cfg, environ={"INGESTD_DB": "sqlite:///env.db"}, overrides={"database.url": "sqlite:///f.db"}
+    )
     assert s.database_url == "sqlite:///f.db"
 
 
@@ -90,7 +94,8 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "seconds"), [(90, 90), ("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("1d", 86400), ("1.5h", 5400)]
+    ("value", "seconds"),
+    [(90, 90), ("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("1d", 86400), ("1.5h", 5400)],
 )
 def test_durations(value: object, seconds: float) -> None:
     assert parse_duration(value) == seconds
@@ -100,3 +105,15 @@ def test_every_setting_has_a_doc() -> None:
     rows = settings_table()
     assert len(rows) >= 10
     assert all(doc for _s, _k, _d, doc in rows)
+
+
+def test_plain_numbers(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[schedule]\njitter = 0\n")
+    assert load_settings(cfg, environ={}).schedule.jitter == 0.0
+    cfg.write_text("[schedule]\njitter = 0.25\n")
+    assert load_settings(cfg, environ={}).schedule.jitter == 0.25
+    assert load_settings(None, environ={"INGESTD_SCHEDULE_JITTER": "0.5"}).schedule.jitter == 0.5
+    cfg.write_text("[schedule]\njitter = 'lots'\n")
+    with pytest.raises(ConfigError, match=r"schedule\.jitter"):
+        load_settings(cfg, environ={})

@@ -66,7 +66,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Readers take no write lock: WAL lets them run beside the one writer.
+    read_only = conn.get_execution_options().get("ingestd_read_only", False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -111,8 +113,18 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite: BEGIN IMMEDIATE, the write lock at once)."""
         try:
             with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as e:
+            raise StorageError(f"database error: {e.__class__.__name__}: {str(e).splitlines()[0]}") from e
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read-only transaction: it never waits for, nor blocks, the writer."""
+        try:
+            with self.engine.connect().execution_options(ingestd_read_only=True) as conn, conn.begin():
                 yield conn
         except SQLAlchemyError as e:
             raise StorageError(f"database error: {e.__class__.__name__}: {str(e).splitlines()[0]}") from e
@@ -121,7 +133,7 @@ class Store:
         self.engine.dispose()
 
     def ping(self) -> None:
-        with self._tx() as conn:
+        with self._read() as conn:
             conn.execute(text("SELECT 1"))
 
     # -- feeds ---------------------------------------------------------------
@@ -183,7 +195,7 @@ class Store:
         )
 
     def list_feeds(self) -> list[FeedInfo]:
-        with self._tx() as conn:
+        with self._read() as conn:
             return [self._info(r) for r in conn.execute(self._feed_query().order_by(sql.feeds.c.id))]
 
     def find_feed(self, ref: str | int) -> FeedInfo | None:
@@ -193,7 +205,7 @@ class Store:
             query = query.where(sql.feeds.c.id == int(ref))
         else:
             query = query.where(sql.feeds.c.url == str(ref))
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(query).first()
         return self._info(row) if row is not None else None
 
@@ -265,7 +277,7 @@ class Store:
             )
 
     def entry_hashes(self, feed_id: int) -> dict[str, str]:
-        with self._tx() as conn:
+        with self._read() as conn:
             # Tombstoned sources count as known: a deleted story is not even re-cleaned.
             return {
                 **identity.tombstoned_entry_hashes(conn, feed_id),
@@ -316,11 +328,11 @@ class Store:
             query = query.order_by(a.c.seq)
         if limit is not None:
             query = query.limit(limit)
-        with self._tx() as conn:
+        with self._read() as conn:
             return [self._article(r) for r in conn.execute(query)]
 
     def get_article(self, article_id: int) -> dict[str, Any] | None:
-        with self._tx() as conn:
+        with self._read() as conn:
             row = conn.execute(select(sql.articles).where(sql.articles.c.id == article_id)).first()
             if row is None:
                 return None
@@ -354,12 +366,12 @@ class Store:
     def revisions(self, article_id: int) -> list[dict[str, Any]]:
         """Previous versions of an article, oldest first (each with the seq it had)."""
         r = identity.revisions
-        with self._tx() as conn:
+        with self._read() as conn:
             rows = conn.execute(select(r).where(r.c.article_id == article_id).order_by(r.c.seq))
             return [{**dict(x._mapping), "revised_at": aware(x.revised_at)} for x in rows]
 
     def max_seq(self) -> int:
-        with self._tx() as conn:
+        with self._read() as conn:
             return consumers.max_seq(conn)
 
     def changes(
@@ -373,7 +385,7 @@ class Store:
         """Rows of ``articles_public`` with ``seq > after_seq`` in seq order, streamed page by page."""
         cursor = after_seq
         while True:
-            with self._tx() as conn:
+            with self._read() as conn:
                 rows = consumers.page(conn, after_seq=cursor, limit=page_size, since=since, feed_id=feed_id)
             yield from rows
             if len(rows) < page_size:
@@ -384,11 +396,11 @@ class Store:
         self, query: str, *, feed_id: int | None = None, since: datetime | None = None, limit: int = 20
     ) -> list[dict[str, Any]]:
         """Full-text search over title and text, best first, with snippets (see store/search.py)."""
-        with self._tx() as conn:
+        with self._read() as conn:
             return fulltext.search(conn, query, feed_id=feed_id, since=since, limit=limit)
 
     def count_articles(self) -> int:
-        with self._tx() as conn:
+        with self._read() as conn:
             return sql.count_articles(conn)
 
     def housekeeping(self, retention_days: int = 0) -> int:
@@ -420,7 +432,7 @@ class Store:
     def integrity_ok(self) -> bool:
         if self.dialect != "sqlite":
             return True
-        with self._tx() as conn:
+        with self._read() as conn:
             return conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
 
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Connection, delete, insert, or_, select, update
 
 from ingestd.models import CleanArticle, IdentityKeys, SaveStats
-from ingestd.store.sql import articles, feeds, naive, next_seq, sources, text_safe
+from ingestd.store.sql import articles, feeds, naive, reserve_seq, sources, text_safe
 from ingestd.store.tables import ArticleRevision, NearDupBand, NearDupSketch, Tombstone
 
 revisions = ArticleRevision.__table__  # type: ignore[attr-defined]
@@ -73,9 +74,9 @@ def article_values(article: CleanArticle, keys: IdentityKeys) -> dict[str, Any]:
 
 def sketch_similarity(a: bytes, b: bytes) -> float:
     """The share of equal 8-byte bins of two MinHash sketches (dedupe.similarity)."""
-    if len(a) != len(b) or not a:
+    if len(a) != len(b) or not a or len(a) % 8:
         return 0.0
-    return sum(a[i : i + 8] == b[i : i + 8] for i in range(0, len(a), 8)) / (len(a) // 8)
+    return float(np.count_nonzero(np.frombuffer(a, np.uint64) == np.frombuffer(b, np.uint64))) / (len(a) // 8)
 
 
 def _url_key(keys: IdentityKeys) -> str | None:
@@ -91,14 +92,53 @@ def _link_key(keys: IdentityKeys) -> str:
     return f"link:{uk}" if uk else keys.guid_key
 
 
+_CHUNK = 500
+
+
+def _chunks(values: Sequence[Any]) -> list[list[Any]]:
+    unique = list(dict.fromkeys(v for v in values if v is not None))
+    return [unique[i : i + _CHUNK] for i in range(0, len(unique), _CHUNK)]
+
+
+@dataclass
+class _Source:
+    """A source row, stored (``id``) or queued in this batch (``pending``)."""
+
+    article_id: int
+    entry_hash: str
+    url_key: str | None
+    id: int | None = None
+    pending: dict[str, Any] | None = None
+
+
 class _Poll:
-    """One feed's batch inside one transaction."""
+    """One feed's batch inside one transaction.
+
+    What the decisions need is read up front in a few ``IN (...)`` queries and
+    new rows are written with ``executemany``: a poll of 20 new entries costs a
+    handful of statements, not 200 (the store's thread is the daemon's narrowest
+    point). Every decision also updates the in-memory maps, so two entries of
+    one batch see each other exactly as if they had been saved one by one.
+    """
 
     def __init__(self, conn: Connection, feed_id: int, now: datetime) -> None:
         self.conn = conn
         self.feed_id = feed_id
         self.now = naive(now)
         self.stats = {"new": 0, "updated": 0, "unchanged": 0, "merged": 0}
+        self.sources: dict[str, _Source] = {}
+        self.looked_up: set[str] = set()
+        self.tomb_guids: set[str] = set()
+        self.tomb_urls: set[str] = set()
+        self.by_url: dict[str, int] = {}
+        self.by_hash: dict[str, int] = {}
+        self.band_index: dict[tuple[int, int], list[int]] = {}
+        self.sketches: dict[int, tuple[bytes, int | None]] = {}
+        self.new_sources: list[dict[str, Any]] = []
+        self.new_sketches: list[dict[str, Any]] = []
+        self.new_bands: list[dict[str, Any]] = []
+        self.seqs: list[int] = []
+        self.remaining = 0  # entries still to save: the size of the next block of seq numbers
 
     # -- unstable guids -------------------------------------------------------
 
@@ -146,15 +186,84 @@ class _Poll:
                 broken += 1
         return broken > 0 and broken / len(keyed) > UNSTABLE_GUIDS
 
+    # -- reading ahead -------------------------------------------------------
+
+    def prefetch(self, batch: Sequence[tuple[CleanArticle, IdentityKeys, str]]) -> None:
+        """Load every row the batch's decisions can touch."""
+        conn = self.conn
+        guids = [gk for _a, _k, gk in batch]
+        self._load_sources(guids)
+        urls = [u for _a, k, _g in batch for u in (_url_key(k), text_safe(k.canonical_url))]
+        for chunk in _chunks(guids):
+            self.tomb_guids.update(
+                r[0]
+                for r in conn.execute(
+                    select(tombstones.c.guid_key).where(
+                        tombstones.c.feed_id == self.feed_id, tombstones.c.guid_key.in_(chunk)
+                    )
+                )
+            )
+        for chunk in _chunks(urls):
+            self.tomb_urls.update(
+                r[0]
+                for r in conn.execute(select(tombstones.c.url_key).where(tombstones.c.url_key.in_(chunk)))
+            )
+            rows = conn.execute(
+                select(articles.c.id, articles.c.url_key, articles.c.canonical_url)
+                .where(or_(articles.c.url_key.in_(chunk), articles.c.canonical_url.in_(chunk)))
+                .order_by(articles.c.id.desc())
+            )
+            for r in rows:  # descending, so the oldest story wins
+                for key in (r.url_key, r.canonical_url):
+                    if key in chunk:
+                        self.by_url[key] = int(r.id)
+        hashes = [k.content_hash for a, k, _g in batch if _long_enough(a)]
+        for chunk in _chunks(hashes):
+            rows = conn.execute(
+                select(articles.c.id, articles.c.content_hash)
+                .where(articles.c.content_hash.in_(chunk))
+                .order_by(articles.c.id.desc())
+            )
+            for r in rows:
+                self.by_hash[r.content_hash] = int(r.id)
+        values = [v for _a, k, _g in batch if k.sketch is not None for v in k.bands]
+        for chunk in _chunks(values):
+            for r in conn.execute(candidate_query(chunk)):
+                self.band_index.setdefault((r.band, r.value), []).append(int(r.article_id))
+
+    def _load_sources(self, guids: Sequence[str]) -> None:
+        todo = [g for g in guids if g not in self.looked_up]
+        self.looked_up.update(todo)
+        for chunk in _chunks(todo):
+            rows = self.conn.execute(
+                select(
+                    sources.c.id,
+                    sources.c.guid_key,
+                    sources.c.article_id,
+                    sources.c.entry_hash,
+                    sources.c.url_key,
+                ).where(sources.c.feed_id == self.feed_id, sources.c.guid_key.in_(chunk))
+            )
+            for r in rows:
+                self.sources[r.guid_key] = _Source(int(r.article_id), r.entry_hash, r.url_key, id=int(r.id))
+
+    def _source(self, gk: str) -> _Source | None:
+        self._load_sources([gk])
+        return self.sources.get(gk)
+
+    def _seq(self) -> int:
+        """A consumer sequence number; taken in blocks, so one counter update serves a batch."""
+        if not self.seqs:
+            block = max(self.remaining, 1)
+            last = reserve_seq(self.conn, block)
+            self.seqs = list(range(last - block + 1, last + 1))
+        return self.seqs.pop(0)
+
     # -- one entry ------------------------------------------------------------
 
     def save(self, article: CleanArticle, keys: IdentityKeys, gk: str) -> None:
         uk = _url_key(keys)
-        src = self.conn.execute(
-            select(sources.c.id, sources.c.article_id, sources.c.entry_hash, sources.c.url_key).where(
-                sources.c.feed_id == self.feed_id, sources.c.guid_key == gk
-            )
-        ).first()
+        src = self._source(gk)
         if src is not None and src.entry_hash != keys.entry_hash and self._reused(src, article, uk):
             # A guid reused for another story (other link, other title): key this one by its link.
             link_key = _link_key(keys)
@@ -164,81 +273,77 @@ class _Poll:
         if src is not None:
             self._update(src, article, keys)
             return
-        if self._tombstoned(gk, uk, text_safe(keys.canonical_url)):
+        canonical = text_safe(keys.canonical_url)
+        if gk in self.tomb_guids or bool({uk, canonical} & self.tomb_urls - {None}):
             self.stats["unchanged"] += 1
             return
-        existing = self._match(article, keys, uk)
+        existing = self._match(article, keys, uk, canonical)
         if existing is not None:
             self.stats["merged"] += 1
         else:
-            existing = self._insert(article, keys)
+            existing = self._insert(article, keys, uk, canonical)
             self.stats["new"] += 1
-        self.conn.execute(
-            insert(sources).values(
-                feed_id=self.feed_id,
-                guid_key=gk,
-                article_id=existing,
-                url=text_safe(article.url),
-                url_key=uk,
-                entry_hash=keys.entry_hash,
-                first_seen_at=self.now,
-            )
-        )
+        row = {
+            "feed_id": self.feed_id,
+            "guid_key": gk,
+            "article_id": existing,
+            "url": text_safe(article.url),
+            "url_key": uk,
+            "entry_hash": keys.entry_hash,
+            "first_seen_at": self.now,
+        }
+        self.new_sources.append(row)
+        self.sources[gk] = _Source(existing, keys.entry_hash, uk, pending=row)
 
-    def _reused(self, src: Any, article: CleanArticle, uk: str | None) -> bool:
+    def _reused(self, src: _Source, article: CleanArticle, uk: str | None) -> bool:
         if not (uk and src.url_key and uk != src.url_key):
             return False
         title = self.conn.execute(select(articles.c.title).where(articles.c.id == src.article_id)).scalar()
         return title != text_safe(article.title)
 
-    def _tombstoned(self, gk: str, uk: str | None, canonical: str | None) -> bool:
-        cond = [(tombstones.c.feed_id == self.feed_id) & (tombstones.c.guid_key == gk)]
-        for key in {uk, canonical} - {None}:
-            cond.append(tombstones.c.url_key == key)
-        return self.conn.execute(select(tombstones.c.id).where(or_(*cond)).limit(1)).first() is not None
-
-    def _match(self, article: CleanArticle, keys: IdentityKeys, uk: str | None) -> int | None:
+    def _match(
+        self, article: CleanArticle, keys: IdentityKeys, uk: str | None, canonical: str | None
+    ) -> int | None:
         """An existing story with the same URL, else (long texts only) the same cleaned text."""
-        if uk or keys.canonical_url:
-            cond = []
-            if uk:
-                cond.append(articles.c.url_key == uk)
-            if keys.canonical_url:
-                cond.append(articles.c.canonical_url == text_safe(keys.canonical_url))
-            found = self.conn.execute(
-                select(articles.c.id).where(or_(*cond)).order_by(articles.c.id).limit(1)
-            ).scalar_one_or_none()
-            if found is not None:
-                return int(found)
+        found = [self.by_url[k] for k in (uk, canonical) if k is not None and k in self.by_url]
+        if found:
+            return min(found)
         if _long_enough(article):
-            found = self.conn.execute(
-                select(articles.c.id)
-                .where(articles.c.content_hash == keys.content_hash)
-                .order_by(articles.c.id)
-                .limit(1)
-            ).scalar_one_or_none()
-            if found is not None:
-                return int(found)
+            return self.by_hash.get(keys.content_hash)
         return None
 
-    def _insert(self, article: CleanArticle, keys: IdentityKeys) -> int:
+    def _insert(
+        self, article: CleanArticle, keys: IdentityKeys, uk: str | None, canonical: str | None
+    ) -> int:
         values = article_values(article, keys)
-        values.update(feed_id=self.feed_id, created_at=self.now, seq=next_seq(self.conn))
-        near = self._near_duplicate(keys) if _long_enough(article) else None
+        values.update(feed_id=self.feed_id, created_at=self.now, seq=self._seq())
+        long_enough = _long_enough(article)
+        near = self._near_duplicate(keys) if long_enough else None
         if near is not None:
             values["near_duplicate_of"] = near
         new_id = int(
             self.conn.execute(insert(articles).values(**values).returning(articles.c.id)).scalar_one()
         )
-        self._index(new_id, keys)
+        for key in (uk, canonical):
+            if key is not None:
+                self.by_url.setdefault(key, new_id)
+        if long_enough:
+            self.by_hash.setdefault(keys.content_hash, new_id)
+        self._index(new_id, keys, near)
         return new_id
 
-    def _update(self, src: Any, article: CleanArticle, keys: IdentityKeys) -> None:
+    def _update(self, src: _Source, article: CleanArticle, keys: IdentityKeys) -> None:
         """A known source again: nothing if unchanged, a revision if its text or title changed."""
         if src.entry_hash == keys.entry_hash:
             self.stats["unchanged"] += 1
             return
-        self.conn.execute(update(sources).where(sources.c.id == src.id).values(entry_hash=keys.entry_hash))
+        src.entry_hash = keys.entry_hash
+        if src.pending is not None:
+            src.pending["entry_hash"] = keys.entry_hash
+        else:
+            self.conn.execute(
+                update(sources).where(sources.c.id == src.id).values(entry_hash=keys.entry_hash)
+            )
         current = self.conn.execute(
             select(
                 articles.c.seq,
@@ -267,50 +372,89 @@ class _Poll:
             )
         )
         values = article_values(article, keys)
-        values["seq"] = next_seq(self.conn)
+        values["seq"] = self._seq()
         values["updated_at"] = naive(article.updated_at) or self.now
         self.conn.execute(update(articles).where(articles.c.id == src.article_id).values(**values))
+        self.flush()  # the index rows of this article may still be queued
         self.conn.execute(delete(sketches).where(sketches.c.article_id == src.article_id))
         self.conn.execute(delete(bands_t).where(bands_t.c.article_id == src.article_id))
+        self.sketches.pop(src.article_id, None)
         if _long_enough(article):
-            self._index(src.article_id, keys)
+            self._index(src.article_id, keys, None)
         self.stats["updated"] += 1
 
     # -- near-duplicates ------------------------------------------------------
 
-    def _index(self, article_id: int, keys: IdentityKeys) -> None:
+    def _index(self, article_id: int, keys: IdentityKeys, near: int | None) -> None:
         if keys.sketch is None or not keys.bands:
             return
-        self.conn.execute(insert(sketches).values(article_id=article_id, sketch=keys.sketch))
-        self.conn.execute(
-            insert(bands_t),
-            [{"band": i, "value": v, "article_id": article_id} for i, v in enumerate(keys.bands)],
-        )
+        self.new_sketches.append({"article_id": article_id, "sketch": keys.sketch})
+        self.sketches[article_id] = (keys.sketch, near)
+        for i, v in enumerate(keys.bands):
+            self.new_bands.append({"band": i, "value": v, "article_id": article_id})
+            self.band_index.setdefault((i, v), []).append(article_id)
 
     def _near_duplicate(self, keys: IdentityKeys) -> int | None:
-        """The story this text nearly duplicates: 32 index searches, then at most 20 sketch comparisons."""
+        """The story this text nearly duplicates: its band buckets, then at most 20 sketch comparisons."""
         if keys.sketch is None or not keys.bands:
             return None
-        wanted = set(enumerate(keys.bands))
         candidates: list[int] = []
-        for row in self.conn.execute(candidate_query(keys.bands)):
-            if (row.band, row.value) in wanted and row.article_id not in candidates:
-                candidates.append(row.article_id)
-                if len(candidates) >= _CANDIDATES:
-                    break
+        for i, v in enumerate(keys.bands):
+            for article_id in self.band_index.get((i, v), ()):
+                if article_id not in candidates:
+                    candidates.append(article_id)
+            if len(candidates) >= _CANDIDATES:
+                break
+        candidates = candidates[:_CANDIDATES]
         if not candidates:
             return None
-        rows = self.conn.execute(
-            select(sketches.c.article_id, sketches.c.sketch, articles.c.near_duplicate_of)
-            .join(articles, articles.c.id == sketches.c.article_id)
-            .where(sketches.c.article_id.in_(candidates))
-        ).all()
+        missing = [c for c in candidates if c not in self.sketches]
+        if missing:
+            rows = self.conn.execute(
+                select(sketches.c.article_id, sketches.c.sketch, articles.c.near_duplicate_of)
+                .join(articles, articles.c.id == sketches.c.article_id)
+                .where(sketches.c.article_id.in_(missing))
+            )
+            for row in rows:
+                self.sketches[int(row.article_id)] = (row.sketch, row.near_duplicate_of)
         best: tuple[float, int] | None = None
-        for row in rows:
-            sim = sketch_similarity(keys.sketch, row.sketch)
+        for article_id in candidates:
+            known = self.sketches.get(article_id)
+            if known is None:
+                continue
+            sim = sketch_similarity(keys.sketch, known[0])
             if sim >= NEAR_DUPLICATE_SIMILARITY and (best is None or sim > best[0]):
-                best = (sim, int(row.near_duplicate_of or row.article_id))
+                best = (sim, int(known[1] or article_id))
         return best[1] if best else None
+
+    # -- writing ---------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the queued sources and index rows, a statement per table."""
+        if self.new_sources:
+            self.conn.execute(insert(sources), self.new_sources)
+            for src in self.sources.values():
+                src.pending = None  # every pending row was in new_sources
+            self._reload_pending_ids()
+            self.new_sources = []
+        if self.new_sketches:
+            self.conn.execute(insert(sketches), self.new_sketches)
+            self.new_sketches = []
+        if self.new_bands:
+            self.conn.execute(insert(bands_t), self.new_bands)
+            self.new_bands = []
+
+    def _reload_pending_ids(self) -> None:
+        """Sources written by the last flush get their ids (for a later update in the batch)."""
+        unknown = [gk for gk, src in self.sources.items() if src.id is None and src.pending is None]
+        for chunk in _chunks(unknown):
+            rows = self.conn.execute(
+                select(sources.c.id, sources.c.guid_key).where(
+                    sources.c.feed_id == self.feed_id, sources.c.guid_key.in_(chunk)
+                )
+            )
+            for r in rows:
+                self.sources[r.guid_key].id = int(r.id)
 
 
 def candidate_query(band_hashes: Sequence[int]) -> Any:
@@ -332,9 +476,16 @@ def save_articles(
     if mode != "link" and poll.guids_unstable(items):
         conn.execute(update(feeds).where(feeds.c.id == feed_id).values(guid_mode="link"))
         mode = "link"
-    for article, keys in items:
-        gk = _link_key(keys) if mode == "link" else keys.guid_key
-        poll.save(article, keys, text_safe(gk) or "")
+    batch = [
+        (article, keys, text_safe(_link_key(keys) if mode == "link" else keys.guid_key) or "")
+        for article, keys in items
+    ]
+    poll.prefetch(batch)
+    poll.remaining = len(batch)
+    for article, keys, gk in batch:
+        poll.save(article, keys, gk)
+        poll.remaining -= 1
+    poll.flush()
     return SaveStats(**poll.stats)
 
 

@@ -77,15 +77,24 @@ def next_seq(conn: Connection) -> int:
     reused, never skipped for good, and every committed change gets a
     larger number than everything committed before it.
     """
+    return reserve_seq(conn, 1)
+
+
+def reserve_seq(conn: Connection, count: int) -> int:
+    """Take ``count`` consecutive sequence numbers (see ``next_seq``); returns the last one.
+
+    Numbers reserved and left unused leave a hole in the numbering, never a
+    row a reader can miss.
+    """
     value = conn.execute(
         update(counters)
         .where(counters.c.name == "seq")
-        .values(value=counters.c.value + 1)
+        .values(value=counters.c.value + count)
         .returning(counters.c.value)
     ).scalar_one_or_none()
     if value is None:
-        conn.execute(insert(counters).values(name="seq", value=1))
-        return 1
+        conn.execute(insert(counters).values(name="seq", value=count))
+        return count
     return int(value)
 
 

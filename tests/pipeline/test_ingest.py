@@ -80,8 +80,15 @@ def test_process_document_skips_known_entries_and_repeated_guids() -> None:
     assert again.items == ()
     assert again.unchanged == 3
     assert first.posting_gap == 86400
-    dup = doc.replace(b"<guid>g1</guid>", b"<guid>g0</guid>")
-    assert len(process_document(dup, url="http://x/", headers={}, known={}, max_entries=100).items) == 2
+    # The same entry twice in a document is processed once; a guid reused for another
+    # link goes on to the store, which recognises reused guids.
+    twice = doc.replace(
+        b"</channel>",
+        _rss(1).split(b"<link>http://127.0.0.1/</link>")[1].split(b"</channel>")[0] + b"</channel>",
+    )
+    assert len(process_document(twice, url="http://x/", headers={}, known={}, max_entries=100).items) == 3
+    reused = doc.replace(b"<guid>g1</guid>", b"<guid>g0</guid>")
+    assert len(process_document(reused, url="http://x/", headers={}, known={}, max_entries=100).items) == 3
 
 
 class _TooMany(BaseHTTPRequestHandler):

@@ -1,0 +1,193 @@
+"""Per-stage and end-to-end timings of ingestd on a directory of feed files.
+
+    python bench/stages.py [--feeds DIR] [--no-e2e]
+
+``--feeds`` defaults to the shared corpus (../shared/corpus/feeds) when it is
+there; any directory of RSS/Atom/JSON Feed files works, including a farm made
+by ../shared/bench/farm.py (its ``feeds/`` directory, searched recursively).
+
+Stages run one after another in this process, on one core: fetch (every file
+over HTTP from a local threaded server, 16 at once), parse, clean, dedupe keys,
+store (SQLite, one transaction per feed). Each prints seconds, entries/s and
+MB/s of raw feed XML. The end-to-end part serves the same files, imports them
+and runs ``ingestd poll --all`` twice (cold, then warm: every feed unchanged),
+printing wall and CPU seconds and peak RSS of the command, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from threading import Thread
+
+from ingestd.exceptions import IngestdError
+from ingestd.models import CleanArticle, FeedContext, FeedUpdate, IdentityKeys, ParsedFeed
+from ingestd.pipeline import dedupe
+from ingestd.pipeline.clean import clean_entry
+from ingestd.pipeline.fetch import Fetcher, FetchPolicy
+from ingestd.pipeline.parse import parse_feed
+from ingestd.store import open_store
+
+SUFFIXES = {".xml", ".rss", ".atom", ".rdf", ".json"}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def feed_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """A threaded static server on 127.0.0.1 (no ETag: the warm pass relies on Last-Modified)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(directory)))
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def row(stage: str, seconds: float, entries: int, megabytes: float) -> None:
+    eps = entries / seconds if seconds else 0.0
+    mbs = megabytes / seconds if seconds else 0.0
+    print(f"{stage:<10} {seconds:8.2f} s {entries:8d} entries {eps:10.0f} entries/s {mbs:8.2f} MB/s")
+
+
+def run_stages(files: list[Path], base_dir: Path) -> None:
+    total_mb = sum(p.stat().st_size for p in files) / 1e6
+    print(f"{len(files)} feed files, {total_mb:.1f} MB\n")
+
+    with serve(base_dir) as base:
+        port = int(base.rsplit(":", 1)[1])
+        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{port}",), per_host_concurrency=16, timeout=60)
+
+        async def fetch_all() -> int:
+            sem = asyncio.Semaphore(16)
+            async with Fetcher(policy) as fetcher:
+
+                async def one(p: Path) -> int:
+                    async with sem:
+                        url = f"{base}/{p.relative_to(base_dir).as_posix()}"
+                        try:
+                            return len((await fetcher.get(url)).content)
+                        except IngestdError:
+                            return 0
+
+                return sum(await asyncio.gather(*(one(p) for p in files)))
+
+        started = time.perf_counter()
+        asyncio.run(fetch_all())
+        row("fetch", time.perf_counter() - started, 0, total_mb)
+
+    parsed: list[ParsedFeed] = []
+    started = time.perf_counter()
+    for p in files:
+        try:
+            parsed.append(parse_feed(p.read_bytes(), url=f"http://bench.invalid/{p.name}"))
+        except IngestdError:
+            continue
+    entries = sum(len(f.entries) for f in parsed)
+    row("parse", time.perf_counter() - started, entries, total_mb)
+
+    cleaned: list[list[tuple[CleanArticle, IdentityKeys]]] = []
+    started = time.perf_counter()
+    articles = []
+    for feed in parsed:
+        ctx = FeedContext(
+            url=feed.url, site_url=feed.site_url, language=feed.language, generator=feed.generator
+        )
+        batch = []
+        for entry in feed.entries:
+            try:
+                batch.append((entry, clean_entry(entry, ctx)))
+            except IngestdError:
+                continue
+        articles.append(batch)
+    row("clean", time.perf_counter() - started, entries, total_mb)
+
+    started = time.perf_counter()
+    for batch in articles:
+        cleaned.append(
+            [(a, dedupe.identity_keys(dedupe.guid_key(e), a, dedupe.entry_hash(e))) for e, a in batch]
+        )
+    row("dedupe", time.perf_counter() - started, entries, total_mb)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = open_store(f"sqlite:///{tmp}/bench.db")
+        ids = [store.add_feed(f"http://bench.invalid/{i}")[0] for i in range(len(cleaned))]
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        for feed_id, items in zip(ids, cleaned, strict=True):
+            store.save_poll(feed_id, FeedUpdate("new", now, now + timedelta(hours=1)), items)
+        row("store", time.perf_counter() - started, entries, total_mb)
+        store.close()
+
+
+def _measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Wall s, CPU s (children included) and peak RSS MB of one command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, after.ru_maxrss / 1024
+
+
+def run_e2e(files: list[Path], base_dir: Path) -> None:
+    print("\nend to end: ingestd poll --all (wall s, CPU s, peak RSS MB of the largest process)")
+    with serve(base_dir) as base, tempfile.TemporaryDirectory() as tmp:
+        port = base.rsplit(":", 1)[1]
+        opml = Path(tmp) / "feeds.opml"
+        outlines = "\n".join(
+            f'<outline type="rss" xmlUrl="{base}/{p.relative_to(base_dir).as_posix()}"/>' for p in files
+        )
+        opml.write_text(f'<?xml version="1.0"?><opml version="2.0"><head/><body>{outlines}</body></opml>')
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTD_")}
+        env.update(
+            INGESTD_DB=f"sqlite:///{tmp}/e2e.db",
+            INGESTD_FETCH_ALLOWED_HOSTS=f"127.0.0.1:{port}",
+        )
+        cmd = [sys.executable, "-m", "ingestd"]
+        subprocess.run([*cmd, "feeds", "import", str(opml)], env=env, check=True, stdout=subprocess.DEVNULL)
+        for label in ("cold", "warm"):
+            wall, cpu, rss = _measured([*cmd, "-q", "poll", "--all"], env)
+            print(f"{label:<10} {wall:8.2f} s wall {cpu:8.2f} s CPU {rss:8.0f} MB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default = ROOT.parent / "shared" / "corpus" / "feeds"
+    parser.add_argument("--feeds", type=Path, default=default if default.is_dir() else None)
+    parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end poll")
+    args = parser.parse_args()
+    if args.feeds is None or not args.feeds.is_dir():
+        parser.error("--feeds DIR is required (no ../shared/corpus/feeds here)")
+    files = feed_files(args.feeds)
+    if not files:
+        parser.error(f"no feed files under {args.feeds}")
+    run_stages(files, args.feeds)
+    if not args.no_e2e:
+        run_e2e(files, args.feeds)
+
+
+if __name__ == "__main__":
+    main()
