@@ -53,7 +53,7 @@ def entry_hash(entry: ParsedEntry) -> str:
 
 def content_hash(text: str) -> str:
     """Hash of the cleaned text, insensitive to case, spacing and Unicode form."""
-    normal = _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    normal = " ".join(_fold(text).split())
     return _digest(normal)
 
 
@@ -127,8 +127,13 @@ _WORD = re.compile(r"\w+")
 _MASK63 = (1 << 63) - 1
 
 
+def _fold(text: str) -> str:
+    """NFKC and case-folded; ASCII text skips the (costly, and then idle) normalisation."""
+    return (text if text.isascii() else unicodedata.normalize("NFKC", text)).casefold()
+
+
 def words(text: str) -> list[str]:
-    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+    return _WORD.findall(_fold(text))
 
 
 def sketch(text: str) -> bytes | None:
@@ -143,19 +148,19 @@ def sketch(text: str) -> bytes | None:
     if len(tokens) < MIN_WORDS:
         return None
     # Each distinct word is hashed once (two CRC-32s: stable across processes, unlike hash();
-    # the splitmix64 finaliser below spreads them);
-    # a shingle's hash mixes its three word hashes with integer arithmetic (splitmix64).
-    word_hash: dict[str, int] = {}
-    hashes = []
-    for token in tokens:
-        h = word_hash.get(token)
-        if h is None:
-            raw = token.encode("utf-8", "surrogatepass")
-            h = zlib.crc32(raw) | (zlib.crc32(raw, 0x9E3779B9) << 32)
-            word_hash[token] = h
-        hashes.append(h)
+    # the splitmix64 finaliser below spreads them).
+    unique, inverse = np.unique(np.array(tokens), return_inverse=True)
+    word_hashes = np.fromiter(
+        (
+            zlib.crc32(w.encode("utf-8", "surrogatepass"))
+            | (zlib.crc32(w.encode("utf-8", "surrogatepass"), 0x9E3779B9) << 32)
+            for w in unique.tolist()
+        ),
+        dtype=np.uint64,
+        count=len(unique),
+    )
     # Vectorised: a pure-Python loop over 64-bit products costs ~2 ms per 2,000-word article.
-    arr = np.fromiter(hashes, dtype=np.uint64, count=len(hashes))
+    arr = word_hashes[inverse.reshape(-1)]
     z = arr[:-2] * np.uint64(0x9E3779B97F4A7C15) + arr[1:-1] * np.uint64(0xBF58476D1CE4E5B9) + arr[2:]
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)

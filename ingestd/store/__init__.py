@@ -62,6 +62,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
+    # Checkpoint every ~32 MB of WAL rather than 4 MB: fewer fsyncs of the database during a
+    # poll of many feeds (housekeeping truncates the WAL hourly). Durability is unchanged.
+    cur.execute("PRAGMA wal_autocheckpoint=8192")
     cur.close()
 
 

@@ -15,6 +15,7 @@ than 5 % of the entries break their guid is enough.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -22,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, delete, insert, or_, select, update
+from sqlalchemy import Connection, TextClause, delete, insert, or_, select, text, update
 
 from ingestd.models import CleanArticle, IdentityKeys, SaveStats
 from ingestd.store.sql import articles, feeds, naive, reserve_seq, sources, text_safe
@@ -40,6 +41,7 @@ NEAR_DUPLICATE_SIMILARITY = 0.6
 #: Share of a poll's entries with broken guids above which the feed is keyed by link.
 UNSTABLE_GUIDS = 0.05
 _CANDIDATES = 20
+_INSERT_ARTICLE = insert(articles).returning(articles.c.id)
 
 
 def article_values(article: CleanArticle, keys: IdentityKeys) -> dict[str, Any]:
@@ -84,7 +86,8 @@ def _url_key(keys: IdentityKeys) -> str | None:
 
 
 def _long_enough(article: CleanArticle) -> bool:
-    return len(article.content_text.split()) >= MIN_WORDS
+    # word_count is the cleaner's count of content_text's words (no need to split it again).
+    return article.word_count >= MIN_WORDS
 
 
 def _link_key(keys: IdentityKeys) -> str:
@@ -226,10 +229,6 @@ class _Poll:
             )
             for r in rows:
                 self.by_hash[r.content_hash] = int(r.id)
-        values = [v for _a, k, _g in batch if k.sketch is not None for v in k.bands]
-        for chunk in _chunks(values):
-            for r in conn.execute(candidate_query(chunk)):
-                self.band_index.setdefault((r.band, r.value), []).append(int(r.article_id))
 
     def _load_sources(self, guids: Sequence[str]) -> None:
         todo = [g for g in guids if g not in self.looked_up]
@@ -321,9 +320,8 @@ class _Poll:
         near = self._near_duplicate(keys) if long_enough else None
         if near is not None:
             values["near_duplicate_of"] = near
-        new_id = int(
-            self.conn.execute(insert(articles).values(**values).returning(articles.c.id)).scalar_one()
-        )
+        # One constant statement with the values as parameters: compiled once, not per article.
+        new_id = int(self.conn.execute(_INSERT_ARTICLE, values).scalar_one())
         for key in (uk, canonical):
             if key is not None:
                 self.by_url.setdefault(key, new_id)
@@ -399,24 +397,21 @@ class _Poll:
         if keys.sketch is None or not keys.bands:
             return None
         candidates: list[int] = []
-        for i, v in enumerate(keys.bands):
+        for i, v in enumerate(keys.bands):  # stories of this batch, not written yet
             for article_id in self.band_index.get((i, v), ()):
                 if article_id not in candidates:
                     candidates.append(article_id)
-            if len(candidates) >= _CANDIDATES:
-                break
+        # Stories already stored: one index search per band hash, the sketches joined in the same
+        # statement, stopped after a few rows, so a band that thousands of stories share (a
+        # common phrase) costs no more than a rare one.
+        params = {f"b{i}": v for i, v in enumerate(keys.bands)}
+        for row in self.conn.execute(_candidates_sql(len(params)), params).all():
+            article_id = int(row.article_id)
+            if article_id not in self.sketches:
+                self.sketches[article_id] = (row.sketch, row.near_duplicate_of)
+            if article_id not in candidates:
+                candidates.append(article_id)
         candidates = candidates[:_CANDIDATES]
-        if not candidates:
-            return None
-        missing = [c for c in candidates if c not in self.sketches]
-        if missing:
-            rows = self.conn.execute(
-                select(sketches.c.article_id, sketches.c.sketch, articles.c.near_duplicate_of)
-                .join(articles, articles.c.id == sketches.c.article_id)
-                .where(sketches.c.article_id.in_(missing))
-            )
-            for row in rows:
-                self.sketches[int(row.article_id)] = (row.sketch, row.near_duplicate_of)
         best: tuple[float, int] | None = None
         for article_id in candidates:
             known = self.sketches.get(article_id)
@@ -455,6 +450,19 @@ class _Poll:
             )
             for r in rows:
                 self.sources[r.guid_key].id = int(r.id)
+
+
+@functools.cache
+def _candidates_sql(bands: int) -> TextClause:
+    """Candidates sharing a band, with their sketches; one parameter per band (their number is
+    fixed by the sketch), so the statement is compiled once, not per insert."""
+    return text(
+        "SELECT b.article_id, s.sketch, a.near_duplicate_of FROM near_dup_bands b"  # noqa: S608 - placeholders only
+        " JOIN near_dup_sketches s ON s.article_id = b.article_id"
+        " JOIN articles a ON a.id = b.article_id"
+        " WHERE b.value IN (" + ", ".join(f":b{i}" for i in range(bands)) + ")"
+        f" LIMIT {_CANDIDATES}"
+    )
 
 
 def candidate_query(band_hashes: Sequence[int]) -> Any:

@@ -196,7 +196,7 @@ class NearDupBand(SQLModel, table=True):
     """The LSH index: (band, hash) -> article; one lookup per band, never a scan."""
 
     __tablename__ = "near_dup_bands"
-    __table_args__ = (Index("ix_near_dup_bands_article_id", "article_id"),)
+    __table_args__ = (Index("ix_near_dup_bands_article_id", "article_id"), {"sqlite_with_rowid": False})
 
     # The primary key leads with the hash: a lookup is one index search per band hash.
     value: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))

@@ -36,6 +36,7 @@ def item(
         canonical_url=url,
         content_text=text,
         content_html=f"<p>{text}</p>",
+        word_count=len(text.split()),
         published_at=published,
     )
     ehash = dedupe._digest(guid or "", url or "", title, text, raw or "")

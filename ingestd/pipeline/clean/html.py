@@ -63,6 +63,15 @@ _FLATTEN_RE = re.compile(
 )
 
 _WS_RE = re.compile(r"[ \t\n\r\f\v]+")
+
+
+def collapse_ws(text: str) -> str:
+    """Whitespace runs to one space; most text nodes have none to collapse (no regex pass)."""
+    if "  " not in text and text.isprintable():
+        return text
+    return _WS_RE.sub(" ", text)
+
+
 # C0 controls (but tab/newline/CR), DEL and C1 controls: removed or, for C1, re-read as cp1252.
 _CTRL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
@@ -240,7 +249,7 @@ class Builder:
     def _flow_text(self, text: str, flow: _Flow) -> None:
         if flow.para is None and not text.strip():
             return
-        append_text(flow.paragraph(), _WS_RE.sub(" ", text))
+        append_text(flow.paragraph(), collapse_ws(text))
 
     def _flow_node(self, el: Element, flow: _Flow, depth: int) -> None:
         tag = el.tag

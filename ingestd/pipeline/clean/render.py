@@ -17,13 +17,14 @@ import re
 
 from lxml import etree
 
-from .html import Element
+from .html import Element, collapse_ws
 
 _WS_RE = re.compile(r"[ \t\n\r\f\v]+")
 _BR = "\x00"  # the builder removed every NUL from the text, so it is free as a line-break marker
 _EMPHASIS = {"em": "*", "i": "*", "strong": "**", "b": "**"}
 _HEADING_MARKS = {"h2": "## ", "h3": "### ", "h4": "#### "}
 _MD_SPECIAL_RE = re.compile(r"([\\`*\[\]<>])|(?<!\w)_|_(?!\w)")
+_MD_SPECIAL_CHARS = frozenset("\\`*[]<>_")
 _MD_LINE_START_RE = re.compile(r"^(\s*)([#>+=|-]|\d+[.)])")
 
 
@@ -41,7 +42,7 @@ def _inline_text(host: Element) -> str:
     raw = "".join(host.itertext()) if host.find(".//br") is None else "".join(_text_pieces(host))
     if _BR not in raw:
         return (_WS_RE.sub(" ", raw) if "  " in raw else raw).strip()
-    lines = (_WS_RE.sub(" ", line).strip() for line in raw.split(_BR))
+    lines = (collapse_ws(line).strip() for line in raw.split(_BR))
     return "\n".join(line for line in lines if line)
 
 
@@ -199,7 +200,7 @@ def _md_table(table: Element) -> str:
 
 def _md_inline_host(host: Element) -> str:
     raw = _md_inline(host)
-    lines = (_WS_RE.sub(" ", line).strip() for line in raw.split(_BR))
+    lines = (collapse_ws(line).strip() for line in raw.split(_BR))
     return "  \n".join(line for line in lines if line)
 
 
@@ -254,6 +255,8 @@ def _md_url(url: str) -> str:
 
 
 def _md_escape(text: str) -> str:
+    if _MD_SPECIAL_CHARS.isdisjoint(text):  # most text runs: no regex pass at all
+        return text
     return _MD_SPECIAL_RE.sub(r"\\\g<0>", text)
 
 

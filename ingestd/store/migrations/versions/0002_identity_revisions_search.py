@@ -107,6 +107,7 @@ def upgrade() -> None:
         sa.Column("article_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.ForeignKeyConstraint(["article_id"], ["articles.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("value", "band", "article_id"),
+        sqlite_with_rowid=False,  # the primary key is the table: one b-tree less per band row
     )
     op.create_index("ix_near_dup_bands_article_id", "near_dup_bands", ["article_id"])
 
