@@ -262,7 +262,11 @@ def load_settings(
         if not name.startswith("INGESTD_") or name in {"INGESTD_CONFIG", "INGESTD_DB"}:
             continue
         if name not in env_keys:
-            raise ConfigError(f"unknown environment variable {name}")
+            # A typo in a key of a known section is an error; other INGESTD_* variables
+            # (INGESTD_CMD of a benchmark, a wrapper's own settings) are not ours to judge.
+            if any(name.startswith(f"INGESTD_{section.upper()}_") for section in SECTIONS):
+                raise ConfigError(f"unknown environment variable {name}")
+            continue
         section, key = env_keys[name]
         values[section][key] = value
     if environ.get("INGESTD_DB"):

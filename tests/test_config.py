@@ -117,3 +117,8 @@ def test_plain_numbers(tmp_path: Path) -> None:
     cfg.write_text("[schedule]\njitter = 'lots'\n")
     with pytest.raises(ConfigError, match=r"schedule\.jitter"):
         load_settings(cfg, environ={})
+
+
+def test_foreign_ingestd_variables_are_ignored() -> None:
+    s = load_settings(None, environ={"INGESTD_CMD": "/venv/bin/ingestd", "INGESTD_COUNT_SQL": "SELECT 1"})
+    assert s.fetch.concurrency == 16
