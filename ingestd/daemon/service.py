@@ -175,8 +175,10 @@ async def _run(settings: Settings) -> int:
         async with ingestor(settings, store) as ing:
             ticker = Ticker(settings, store, ing, notifier, Metrics())
             server = await _serve_metrics(settings, ticker, None)
-            ticker.start()
+            # Statistics first: once the tick runs, the DB thread is busy with polls, and READY
+            # must not wait behind a first pass over hundreds of feeds.
             await ticker.refresh_stats()
+            ticker.start()
             notifier.notify("READY=1", f"STATUS={ticker.status_line()}")
             log.info(
                 "ingestd running: %s, database %s, tick every %g s",

@@ -8,6 +8,7 @@ and ``ingestd poll`` both call ``poll_feeds``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -128,17 +129,7 @@ def process_document(
             errors.append(f"entry {key[:80]}: {e}")
             continue
         items.append((article, dedupe.identity_keys(key, article, ehash)))
-    feed_meta = ParsedFeed(
-        url=parsed.url,
-        format=parsed.format,
-        title=parsed.title,
-        site_url=parsed.site_url,
-        description=parsed.description,
-        language=parsed.language,
-        generator=parsed.generator,
-        ttl_seconds=parsed.ttl_seconds,
-        warning=parsed.warning,
-    )
+    feed_meta = dataclasses.replace(parsed, entries=())  # the entries travel back cleaned
     dates = [d for e in parsed.entries if (d := e.published_at or e.updated_at) is not None]
     return Processed(
         feed=feed_meta,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
             )
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
+            last_pid = proc.pid
         notify.close()
 
     guids = {f"f{i}-{n}" for i in range(FEEDS) for n in range(sizes[i])}
@@ -90,5 +92,9 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
                      "WHERE s.id IS NULL") == 0  # fmt: skip
     assert count(db, "SELECT COUNT(DISTINCT seq) FROM articles") == expected
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
-    assert count(db, "SELECT COUNT(*) FROM feeds WHERE lease_until IS NOT NULL") == 0
+    # The clean stop hands back every lease it held; a lease a killed daemon held just before
+    # the end may remain, already expired (that is how a dead worker's claim ends).
+    assert count(db, f"SELECT COUNT(*) FROM feeds WHERE lease_owner LIKE '%:{last_pid}'") == 0  # noqa: S608 - an int
+    leases = [until for (until,) in query(db, "SELECT lease_until FROM feeds WHERE lease_until IS NOT NULL")]
+    assert all(datetime.fromisoformat(u).replace(tzinfo=UTC) <= datetime.now(UTC) for u in leases)
     assert count(db, "SELECT COUNT(*) FROM feeds WHERE status != 'active'") == 0
