@@ -21,24 +21,11 @@ from typing import Any
 
 import pytest
 
+from tests.hostile import OFF_LIMITS_VARIANTS, SAME_PORT_VARIANT
+
 pytestmark = [pytest.mark.integration, pytest.mark.shared, pytest.mark.slow]
 
-SSRF_VARIANTS = [
-    "metadata",
-    "same-port",
-    "loopback",
-    "localhost",
-    "decimal",
-    "hex",
-    "octal",
-    "short",
-    "zero",
-    "ipv4-mapped",
-    "ipv6-loopback",
-    "userinfo",
-    "file",
-    "gopher",
-]
+SSRF_VARIANTS = (*OFF_LIMITS_VARIANTS, SAME_PORT_VARIANT)
 CONTROL = {
     "/ok/rss.xml?via=control": 10,
     "/ok/atom.xml": 10,
@@ -83,7 +70,7 @@ NOTHING_STORED = [
     "/xxe-dtd",
 ]
 NOTHING_STORED = [p for p in NOTHING_STORED if p not in XML_BOMBS] + [
-    f"/redirect-to-private/{v}" for v in SSRF_VARIANTS if v != "same-port"
+    f"/redirect-to-private/{v}" for v in OFF_LIMITS_VARIANTS
 ]
 POLL_BOUND = 150
 # Runs a command and prints the peak RSS (KiB) of its largest process: the command and its
