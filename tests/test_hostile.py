@@ -199,6 +199,7 @@ def polled(
         "before": before,
         "stats": _stats(base),
         "canary_port": canary,
+        "env": env,
         "shared": shared_dir,
         "tmp": tmp,
     }
@@ -322,3 +323,28 @@ def test_stored_html_passes_the_xss_oracle(polled: dict[str, Any]) -> None:
         timeout=60,
     )
     assert check.returncode == 0, check.stdout[-3000:]
+
+
+def test_fetch_log_shows_in_feeds_list_and_status(polled: dict[str, Any]) -> None:
+    cmd = [sys.executable, "-m", "ingestd"]
+    listed = subprocess.run(
+        [*cmd, "feeds", "list", "--json"],
+        env=polled["env"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    feeds = {f["url"].rsplit("/", 1)[-1]: f for f in map(json.loads, listed.stdout.splitlines())}
+    gone = feeds["410"]["fetch_log"]
+    assert gone[0]["outcome"] == "gone"
+    assert gone[0]["http_status"] == 410
+    assert feeds["atom.xml"]["fetch_log"][0]["outcome"] == "new"
+    assert feeds["atom.xml"]["fetch_log"][0]["new"] == 10
+    status = subprocess.run(
+        [*cmd, "status"], env=polled["env"], capture_output=True, text=True, check=True, timeout=60
+    )
+    row = next(
+        line for line in status.stdout.splitlines() if line.rstrip().endswith("/410)") or "/410 " in line
+    )
+    assert " g " in row

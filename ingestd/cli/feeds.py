@@ -110,23 +110,32 @@ def feeds_export() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per feed.")
 @_handle_errors
 def feeds_list(as_json: bool) -> None:
-    """List subscriptions with their health.
+    """List subscriptions with their health and last polls (with --json: the fetch log).
 
     \b
     Example:
       ingestd feeds list --json | jq .
     """
-    rows = _state().store.list_feeds()
+    from ingestd.daemon.report import outcome_marks
+    from ingestd.store import stats
+
+    store = _state().store
+    rows = store.list_feeds()
+    history = stats.fetch_history(store)
     if as_json:
         for f in rows:
             data = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(f).items()}
+            data["fetch_log"] = [
+                {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in h.items()}
+                for h in history.get(f.id, [])
+            ]
             click.echo(json.dumps(data, ensure_ascii=False))
         return
     for f in rows:
         error = f"  error: {f.last_error}" if f.last_error and f.status != "active" else ""
         click.echo(
             f"{f.id:>5}  {f.status:<8} {f.articles:>6} articles  last {_fmt_time(f.last_polled_at)}  "
-            f"{f.title or '-'}  {f.url}{error}"
+            f"polls {outcome_marks(history.get(f.id, [])) or '-':<10}  {f.title or '-'}  {f.url}{error}"
         )
 
 

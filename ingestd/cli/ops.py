@@ -204,5 +204,6 @@ def status() -> None:
     rows = store.list_feeds()
     activity = stats.daily_new_articles(store, days=DAYS)
     snap = stats.snapshot(store, per_feed_limit=0)
-    for line in status_lines(rows, activity, snap, leased=stats.leased_feeds(store)):
+    history = stats.fetch_history(store)
+    for line in status_lines(rows, activity, snap, leased=stats.leased_feeds(store), history=history):
         click.echo(line)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -173,3 +173,35 @@ def leased_feeds(store: Store, *, now: datetime | None = None) -> int:
             )
     except SQLAlchemyError as e:
         raise _wrap(e) from e
+
+
+def fetch_history(
+    store: Store, *, feed_ids: Iterable[int] | None = None, limit: int = 10
+) -> dict[int, list[dict[str, Any]]]:
+    """Per feed, its last ``limit`` poll outcomes, newest first (from ``fetch_log``)."""
+    log = sql.fetch_log
+    query = select(
+        log.c.feed_id,
+        log.c.at,
+        log.c.outcome,
+        log.c.http_status,
+        log.c.bytes,
+        log.c.duration,
+        log.c.new,
+        log.c.error,
+    ).order_by(log.c.feed_id, log.c.id.desc())
+    if feed_ids is not None:
+        query = query.where(log.c.feed_id.in_(list(feed_ids)))
+    history: dict[int, list[dict[str, Any]]] = {}
+    try:
+        with store.engine.connect().execution_options(ingestd_read_only=True) as conn:
+            for row in conn.execute(query):
+                rows = history.setdefault(int(row.feed_id), [])
+                if len(rows) < limit:
+                    entry = dict(row._mapping)
+                    entry.pop("feed_id")
+                    entry["at"] = _as_dt(entry["at"])
+                    rows.append(entry)
+    except SQLAlchemyError as e:
+        raise _wrap(e) from e
+    return history
