@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ingestd.cli import main
-from ingestd.daemon.report import sparkline, status_lines
+from ingestd.daemon.report import outcome_marks, sparkline, status_lines
 from ingestd.models import CleanArticle, FeedUpdate, IdentityKeys
 from ingestd.store import Store, open_store, stats
 
@@ -77,7 +77,8 @@ def test_daily_activity_and_snapshot(tmp_path: Path) -> None:
         store.close()
     busy = next(line for line in lines if "Busy" in line)
     # 29 days ago 1, 10 days ago 2, yesterday 1, today 3 (the peak); 40 days ago is outside.
-    assert busy.endswith("  " + "▃" + "▁" * 18 + "▆" + "▁" * 8 + "▃█" + "  Busy")
+    # Then the POLLS column (empty: no fetch history was passed), then the feed.
+    assert busy.endswith("  " + "▃" + "▁" * 18 + "▆" + "▁" * 8 + "▃█" + "  " + " " * 10 + "  Busy")
     broken = next(line for line in lines if "broken.example.test" in line)
     assert "failing" in broken
     assert "(HTTP 500 Server Error)" in broken
@@ -158,3 +159,9 @@ def test_feeds_import_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout == "imported 40 feeds (40 new)\n"
     assert piped.stderr == ""
+
+
+def test_polls_column_shows_the_fetch_log_oldest_first() -> None:
+    history = [{"outcome": o} for o in ("error", "not_modified", "new", "deferred", "gone")]  # newest first
+    assert outcome_marks(history) == "gd+=x"
+    assert outcome_marks([{"outcome": "new"}] * 15) == "+" * 10
