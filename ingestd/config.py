@@ -127,6 +127,9 @@ class DaemonSettings:
     retention_days: int = field(
         default=0, metadata=_meta("delete articles older than this many days; 0 keeps all", minimum=0)
     )
+    retention_per_feed: int = field(
+        default=0, metadata=_meta("keep at most this many newest articles per feed; 0 keeps all", minimum=0)
+    )
 
 
 @dataclass(frozen=True)

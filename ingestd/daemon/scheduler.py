@@ -240,16 +240,15 @@ class Ticker:
     async def housekeeping(self) -> None:
         """Retention, then SQLite statistics (PRAGMA optimize) and a WAL checkpoint."""
         try:
-            removed = await self.ing._db_call(self.store.housekeeping, self.settings.daemon.retention_days)
+            daemon = self.settings.daemon
+            removed = await self.ing._db_call(
+                self.store.housekeeping, daemon.retention_days, daemon.retention_per_feed
+            )
         except StorageError as e:
             log.error("housekeeping failed: %s", e)
             return
         if removed:
-            log.info(
-                "housekeeping: removed %d articles older than %d days",
-                removed,
-                self.settings.daemon.retention_days,
-            )
+            log.info("housekeeping: retention removed %d articles", removed)
 
     # -- health --------------------------------------------------------------
 

@@ -406,18 +406,37 @@ class Store:
         with self._read() as conn:
             return sql.count_articles(conn)
 
-    def housekeeping(self, retention_days: int = 0) -> int:
-        """Retention by age, then let SQLite refresh statistics and fold the WAL back."""
+    def housekeeping(self, retention_days: int = 0, per_feed: int = 0) -> int:
+        """Retention by age and by count, then let SQLite refresh statistics and fold the WAL back.
+
+        ``per_feed`` keeps each feed's newest stories (those it first brought);
+        retired stories are tombstoned, so a feed that still carries them does
+        not bring them back.
+        """
         removed = 0
+        a = sql.articles
+        newest = func.coalesce(a.c.published_at, a.c.created_at)
         if retention_days > 0:
             cutoff = _utcnow() - timedelta(days=retention_days)
-            a = sql.articles
             with self._tx() as conn:
-                old = conn.execute(
-                    select(a.c.id).where(func.coalesce(a.c.published_at, a.c.created_at) < naive(cutoff))
-                ).scalars()
-                # Tombstoned: a feed that still carries an expired story does not bring it back.
+                old = conn.execute(select(a.c.id).where(newest < naive(cutoff))).scalars()
                 removed = identity.tombstone_articles(conn, list(old), _utcnow(), "retention")
+        if per_feed > 0:
+            with self._tx() as conn:
+                over = conn.execute(
+                    select(a.c.feed_id)
+                    .where(a.c.feed_id.is_not(None))
+                    .group_by(a.c.feed_id)
+                    .having(func.count() > per_feed)
+                ).scalars()
+                for feed_id in list(over):
+                    extra = conn.execute(
+                        select(a.c.id)
+                        .where(a.c.feed_id == feed_id)
+                        .order_by(newest.desc(), a.c.id.desc())
+                        .offset(per_feed)
+                    ).scalars()
+                    removed += identity.tombstone_articles(conn, list(extra), _utcnow(), "retention")
         if self.dialect == "sqlite":
             # Outside any transaction: a checkpoint cannot run inside one.
             raw = self.engine.raw_connection()

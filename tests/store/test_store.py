@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -175,3 +176,23 @@ def test_housekeeping_runs(store: Store) -> None:
     store.save_poll(fid, _ok(), [_item("g1", "http://example.test/1")])
     assert store.housekeeping(retention_days=0) == 0
     assert store.count_articles() == 1
+
+
+def test_retention_per_feed_keeps_the_newest_and_tombstones_the_rest(store: Store) -> None:
+    f1, _ = store.add_feed("http://a.test/feed")
+    f2, _ = store.add_feed("http://b.test/feed")
+    day = datetime(2024, 1, 1, tzinfo=UTC)
+
+    def dated(guid: str, n: int):  # type: ignore[no-untyped-def]
+        article, keys = _item(guid, f"http://a.test/{guid}")
+        return dataclasses.replace(article, published_at=day + timedelta(days=n)), keys
+
+    store.save_poll(f1, _ok(), [dated(f"a{n}", n) for n in range(5)])
+    store.save_poll(f2, _ok(), [dated(f"b{n}", n) for n in range(2)])
+    assert store.housekeeping(per_feed=3) == 2
+    kept = sorted(a["guid"] for a in store.list_articles(limit=None))
+    assert kept == ["a2", "a3", "a4", "b0", "b1"]
+    # A retired story stays retired when its feed carries it again.
+    stats = store.save_poll(f1, _ok(), [dated(f"a{n}", n) for n in range(5)])
+    assert stats.new == 0
+    assert store.count_articles() == 5
