@@ -44,12 +44,11 @@ _CANDIDATES = 20
 _INSERT_ARTICLE = insert(articles).returning(articles.c.id)
 
 
-def article_values(article: CleanArticle, keys: IdentityKeys) -> dict[str, Any]:
+def article_columns(article: CleanArticle) -> dict[str, Any]:
+    """The ``articles`` columns a cleaned article fills (the identity keys aside), database-safe."""
     values = {
         "guid": article.guid,
         "url": article.url,
-        "canonical_url": keys.canonical_url,
-        "url_key": keys.url_key or keys.canonical_url,
         "title": article.title,
         "author": article.author,
         "published_at": naive(article.published_at),
@@ -65,13 +64,22 @@ def article_values(article: CleanArticle, keys: IdentityKeys) -> dict[str, Any]:
         "images": json.dumps([asdict(i) for i in article.images], ensure_ascii=False),
         "categories": json.dumps(list(article.categories), ensure_ascii=False),
         "language": article.language,
-        "content_hash": keys.content_hash,
         "is_paywalled": article.is_paywalled,
         "body_source": article.body_source,
         "cleaner_version": article.cleaner_version,
         "raw_html": article.raw_html,
     }
     return {k: text_safe(v) if isinstance(v, str) else v for k, v in values.items()}
+
+
+def article_values(article: CleanArticle, keys: IdentityKeys) -> dict[str, Any]:
+    values = article_columns(article)
+    values.update(
+        canonical_url=text_safe(keys.canonical_url),
+        url_key=text_safe(keys.url_key or keys.canonical_url),
+        content_hash=keys.content_hash,
+    )
+    return values
 
 
 def sketch_similarity(a: bytes, b: bytes) -> float:

@@ -23,7 +23,7 @@ import html
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select, update
@@ -32,7 +32,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from ingestd.exceptions import CleanError, StorageError
 from ingestd.models import CleanArticle, FeedContext, ParsedEntry
 from ingestd.store import Store, sql
-from ingestd.store.sql import aware, text_safe
+from ingestd.store.identity import article_columns
+from ingestd.store.sql import aware
 
 __all__ = ["RENDERING_COLUMNS", "RecleanResult", "reclean"]
 
@@ -117,24 +118,28 @@ def _json_list(value: str | None) -> list[Any]:
     return data if isinstance(data, list) else []
 
 
+#: What re-cleaning re-derives; identity, dates and the raw HTML stay as stored.
+_RENDERING = (
+    "title",
+    "author",
+    "summary",
+    "subtitle",
+    "content_html",
+    "content_text",
+    "content_markdown",
+    "word_count",
+    "reading_time",
+    "image_url",
+    "images",
+    "language",
+)
+
+
 def _rendering(article: CleanArticle, row: Any) -> dict[str, Any]:
-    paywalled = article.is_paywalled or (row.body_source != "feed" and bool(row.is_paywalled))
-    values: dict[str, Any] = {
-        "title": article.title,
-        "author": article.author,
-        "summary": article.summary,
-        "subtitle": article.subtitle,
-        "content_html": article.content_html,
-        "content_text": article.content_text,
-        "content_markdown": article.content_markdown,
-        "word_count": article.word_count,
-        "reading_time": article.reading_time,
-        "image_url": article.image_url,
-        "images": json.dumps([asdict(i) for i in article.images], ensure_ascii=False),
-        "language": article.language,
-        "is_paywalled": paywalled,
-    }
-    return {k: text_safe(v) if isinstance(v, str) else v for k, v in values.items()}
+    columns = article_columns(article)
+    values = {k: columns[k] for k in _RENDERING}
+    values["is_paywalled"] = article.is_paywalled or (row.body_source != "feed" and bool(row.is_paywalled))
+    return values
 
 
 def _batches(
