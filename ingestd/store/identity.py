@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, TextClause, delete, insert, or_, select, text, update
+from sqlalchemy import Connection, TextClause, bindparam, delete, insert, or_, select, text, update
 
 from ingestd.models import CleanArticle, IdentityKeys, SaveStats
 from ingestd.store.sql import articles, feeds, naive, reserve_seq, sources, text_safe
@@ -41,7 +41,11 @@ NEAR_DUPLICATE_SIMILARITY = 0.6
 #: Share of a poll's entries with broken guids above which the feed is keyed by link.
 UNSTABLE_GUIDS = 0.05
 _CANDIDATES = 20
-_INSERT_ARTICLE = insert(articles).returning(articles.c.id)
+# Many rows per statement, their ids returned in the order of the rows.
+_INSERT_ARTICLES = insert(articles).returning(articles.c.id, sort_by_parameter_order=True)
+_SET_NEAR = (
+    update(articles).where(articles.c.id == bindparam("_id")).values(near_duplicate_of=bindparam("_near"))
+)
 
 
 def article_columns(article: CleanArticle) -> dict[str, Any]:
@@ -82,11 +86,12 @@ def article_values(article: CleanArticle, keys: IdentityKeys) -> dict[str, Any]:
     return values
 
 
-def sketch_similarity(a: bytes, b: bytes) -> float:
-    """The share of equal 8-byte bins of two MinHash sketches (dedupe.similarity)."""
-    if len(a) != len(b) or not a or len(a) % 8:
-        return 0.0
-    return float(np.count_nonzero(np.frombuffer(a, np.uint64) == np.frombuffer(b, np.uint64))) / (len(a) // 8)
+def similarities(sketch: bytes, others: Sequence[bytes]) -> Any:
+    """The share of equal 8-byte bins of a sketch with each of ``others`` (dedupe.similarity),
+    in one vectorised comparison; all must have the sketch's length."""
+    bins = len(sketch) // 8
+    rows = np.frombuffer(b"".join(others), np.uint64).reshape(len(others), bins)
+    return np.count_nonzero(rows == np.frombuffer(sketch, np.uint64), axis=1) / bins
 
 
 def _url_key(keys: IdentityKeys) -> str | None:
@@ -125,11 +130,14 @@ class _Source:
 class _Poll:
     """One feed's batch inside one transaction.
 
-    What the decisions need is read up front in a few ``IN (...)`` queries and
-    new rows are written with ``executemany``: a poll of 20 new entries costs a
-    handful of statements, not 200 (the store's thread is the daemon's narrowest
-    point). Every decision also updates the in-memory maps, so two entries of
-    one batch see each other exactly as if they had been saved one by one.
+    What the decisions need is read up front in a few ``IN (...)`` queries
+    (near-duplicate candidates included) and new rows are written with one
+    ``executemany`` per table: a poll of 20 new entries costs a handful of
+    statements, not 200 (the store's thread is the daemon's narrowest point).
+    A new story gets a provisional negative id until ``flush`` inserts it and
+    learns its real one. Every decision also updates the in-memory maps, so two
+    entries of one batch see each other exactly as if they had been saved one
+    by one.
     """
 
     def __init__(self, conn: Connection, feed_id: int, now: datetime) -> None:
@@ -147,7 +155,10 @@ class _Poll:
         self.sketches: dict[int, tuple[bytes, int | None]] = {}
         self.new_sources: list[dict[str, Any]] = []
         self.new_sketches: list[dict[str, Any]] = []
-        self.new_bands: list[dict[str, Any]] = []
+        self.new_bands: list[tuple[int, int, int]] = []  # (value, band, article id)
+        self.new_articles: list[tuple[int, dict[str, Any]]] = []  # (provisional id, row)
+        self.titles: dict[int, str | None] = {}  # provisional id -> title, until flushed
+        self.real: dict[int, int] = {}  # provisional id -> id in the database
         self.seqs: list[int] = []
         self.remaining = 0  # entries still to save: the size of the next block of seq numbers
 
@@ -305,8 +316,17 @@ class _Poll:
     def _reused(self, src: _Source, article: CleanArticle, uk: str | None) -> bool:
         if not (uk and src.url_key and uk != src.url_key):
             return False
-        title = self.conn.execute(select(articles.c.title).where(articles.c.id == src.article_id)).scalar()
+        if src.article_id in self.titles:
+            title = self.titles[src.article_id]
+        else:
+            title = self.conn.execute(
+                select(articles.c.title).where(articles.c.id == self._resolve(src.article_id))
+            ).scalar()
         return title != text_safe(article.title)
+
+    def _resolve(self, article_id: int) -> int:
+        """The database id of a story, provisional or not (provisional ones must be flushed)."""
+        return self.real.get(article_id, article_id)
 
     def _match(
         self, article: CleanArticle, keys: IdentityKeys, uk: str | None, canonical: str | None
@@ -323,13 +343,12 @@ class _Poll:
         self, article: CleanArticle, keys: IdentityKeys, uk: str | None, canonical: str | None
     ) -> int:
         values = article_values(article, keys)
-        values.update(feed_id=self.feed_id, created_at=self.now, seq=self._seq())
         long_enough = _long_enough(article)
         near = self._near_duplicate(keys) if long_enough else None
-        if near is not None:
-            values["near_duplicate_of"] = near
-        # One constant statement with the values as parameters: compiled once, not per article.
-        new_id = int(self.conn.execute(_INSERT_ARTICLE, values).scalar_one())
+        values.update(feed_id=self.feed_id, created_at=self.now, seq=self._seq(), near_duplicate_of=near)
+        new_id = -1 - len(self.real) - len(self.new_articles)  # provisional, until flushed
+        self.new_articles.append((new_id, values))
+        self.titles[new_id] = values["title"]
         for key in (uk, canonical):
             if key is not None:
                 self.by_url.setdefault(key, new_id)
@@ -344,6 +363,9 @@ class _Poll:
             self.stats["unchanged"] += 1
             return
         src.entry_hash = keys.entry_hash
+        if src.article_id < 0 and src.article_id not in self.real:
+            self.flush()  # the story is new in this batch: write it, then revise it
+        article_id = self._resolve(src.article_id)
         if src.pending is not None:
             src.pending["entry_hash"] = keys.entry_hash
         else:
@@ -357,7 +379,7 @@ class _Poll:
                 articles.c.content_text,
                 articles.c.content_html,
                 articles.c.content_hash,
-            ).where(articles.c.id == src.article_id)
+            ).where(articles.c.id == article_id)
         ).first()
         if current is None:
             self.stats["unchanged"] += 1
@@ -368,7 +390,7 @@ class _Poll:
             return
         self.conn.execute(
             insert(revisions).values(
-                article_id=src.article_id,
+                article_id=article_id,
                 seq=current.seq,
                 revised_at=self.now,
                 title=current.title,
@@ -380,13 +402,14 @@ class _Poll:
         values = article_values(article, keys)
         values["seq"] = self._seq()
         values["updated_at"] = naive(article.updated_at) or self.now
-        self.conn.execute(update(articles).where(articles.c.id == src.article_id).values(**values))
+        self.conn.execute(update(articles).where(articles.c.id == article_id).values(**values))
         self.flush()  # the index rows of this article may still be queued
-        self.conn.execute(delete(sketches).where(sketches.c.article_id == src.article_id))
-        self.conn.execute(delete(bands_t).where(bands_t.c.article_id == src.article_id))
+        self.conn.execute(delete(sketches).where(sketches.c.article_id == article_id))
+        self.conn.execute(delete(bands_t).where(bands_t.c.article_id == article_id))
         self.sketches.pop(src.article_id, None)
+        self.sketches.pop(article_id, None)
         if _long_enough(article):
-            self._index(src.article_id, keys, None)
+            self._index(article_id, keys, None)
         self.stats["updated"] += 1
 
     # -- near-duplicates ------------------------------------------------------
@@ -397,12 +420,12 @@ class _Poll:
         self.new_sketches.append({"article_id": article_id, "sketch": keys.sketch})
         self.sketches[article_id] = (keys.sketch, near)
         for i, v in enumerate(keys.bands):
-            self.new_bands.append({"band": i, "value": v, "article_id": article_id})
+            self.new_bands.append((v, i, article_id))
             self.band_index.setdefault((i, v), []).append(article_id)
 
     def _near_duplicate(self, keys: IdentityKeys) -> int | None:
         """The story this text nearly duplicates: its band buckets, then at most 20 sketch comparisons."""
-        if keys.sketch is None or not keys.bands:
+        if keys.sketch is None or not keys.bands or len(keys.sketch) % 8:
             return None
         candidates: list[int] = []
         for i, v in enumerate(keys.bands):  # stories of this batch, not written yet
@@ -411,41 +434,74 @@ class _Poll:
                     candidates.append(article_id)
         # Stories already stored: one index search per band hash, the sketches joined in the same
         # statement, stopped after a few rows, so a band that thousands of stories share (a
-        # common phrase) costs no more than a rare one.
-        params = {f"b{i}": v for i, v in enumerate(keys.bands)}
-        for row in self.conn.execute(_candidates_sql(len(params)), params).all():
-            article_id = int(row.article_id)
+        # common phrase) costs no more than a rare one. (Ranking every band's rows in one query
+        # per poll instead reads whole popular bands: 3x slower on the bench farm.)
+        for row in self.conn.exec_driver_sql(*_candidates(self.conn, keys.bands)):
+            article_id = int(row[0])
             if article_id not in self.sketches:
-                self.sketches[article_id] = (row.sketch, row.near_duplicate_of)
+                self.sketches[article_id] = (row[1], row[2])
             if article_id not in candidates:
                 candidates.append(article_id)
-        candidates = candidates[:_CANDIDATES]
-        best: tuple[float, int] | None = None
-        for article_id in candidates:
-            known = self.sketches.get(article_id)
-            if known is None:
-                continue
-            sim = sketch_similarity(keys.sketch, known[0])
-            if sim >= NEAR_DUPLICATE_SIMILARITY and (best is None or sim > best[0]):
-                best = (sim, int(known[1] or article_id))
-        return best[1] if best else None
+        size = len(keys.sketch)
+        known = [
+            (a, k) for a in candidates[:_CANDIDATES] if (k := self.sketches.get(a)) and len(k[0]) == size
+        ]
+        if not known:
+            return None
+        sims = similarities(keys.sketch, [k[0] for _a, k in known])
+        best = int(np.argmax(sims))  # the first of the most similar
+        if sims[best] < NEAR_DUPLICATE_SIMILARITY:
+            return None
+        article_id, (_sketch, near) = known[best]
+        return int(near or article_id)
 
     # -- writing ---------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write the queued sources and index rows, a statement per table."""
+        """Write the queued stories, sources and index rows, a statement per table."""
+        if self.new_articles:
+            self._flush_articles()
         if self.new_sources:
+            for row in self.new_sources:
+                row["article_id"] = self._resolve(row["article_id"])
             self.conn.execute(insert(sources), self.new_sources)
             for src in self.sources.values():
                 src.pending = None  # every pending row was in new_sources
             self._reload_pending_ids()
             self.new_sources = []
         if self.new_sketches:
+            for row in self.new_sketches:
+                row["article_id"] = self._resolve(row["article_id"])
             self.conn.execute(insert(sketches), self.new_sketches)
             self.new_sketches = []
         if self.new_bands:
-            self.conn.execute(insert(bands_t), self.new_bands)
+            # 32 rows per story: straight to the driver (SQLAlchemy's per-row work would double the cost).
+            rows = [(v, band, self._resolve(a)) for v, band, a in self.new_bands]
+            _executemany(self.conn, "near_dup_bands", ("value", "band", "article_id"), rows)
             self.new_bands = []
+
+    def _flush_articles(self) -> None:
+        """Insert the queued stories in one statement and learn their ids.
+
+        A story nearly duplicating another of the same statement gets its
+        ``near_duplicate_of`` set just after, once that one has an id.
+        """
+        later: list[tuple[int, int]] = []
+        for provisional, row in self.new_articles:
+            near = row["near_duplicate_of"]
+            if near is not None and near < 0:
+                if near in self.real:
+                    row["near_duplicate_of"] = self.real[near]
+                else:
+                    later.append((provisional, near))
+                    row["near_duplicate_of"] = None
+        ids = self.conn.execute(_INSERT_ARTICLES, [row for _, row in self.new_articles]).scalars().all()
+        for (provisional, _row), new_id in zip(self.new_articles, ids, strict=True):
+            self.real[provisional] = int(new_id)
+            self.titles.pop(provisional, None)
+        self.new_articles = []
+        if later:
+            self.conn.execute(_SET_NEAR, [{"_id": self.real[p], "_near": self.real[n]} for p, n in later])
 
     def _reload_pending_ids(self) -> None:
         """Sources written by the last flush get their ids (for a later update in the batch)."""
@@ -460,10 +516,12 @@ class _Poll:
                 self.sources[r.guid_key].id = int(r.id)
 
 
-@functools.cache
-def _candidates_sql(bands: int) -> TextClause:
-    """Candidates sharing a band, with their sketches; one parameter per band (their number is
-    fixed by the sketch), so the statement is compiled once, not per insert."""
+def candidate_query(bands: int) -> TextClause:
+    """Stored stories sharing one of ``bands`` band hashes (``:b0``...), with their sketches.
+
+    One index search per hash, stopped after 20 rows, so a band that thousands
+    of stories share (a common phrase) costs no more than a rare one.
+    """
     return text(
         "SELECT b.article_id, s.sketch, a.near_duplicate_of FROM near_dup_bands b"  # noqa: S608 - placeholders only
         " JOIN near_dup_sketches s ON s.article_id = b.article_id"
@@ -473,11 +531,50 @@ def _candidates_sql(bands: int) -> TextClause:
     )
 
 
-def candidate_query(band_hashes: Sequence[int]) -> Any:
-    """Rows of the band index sharing a hash with ``band_hashes``: one index search per hash."""
-    return select(bands_t.c.value, bands_t.c.band, bands_t.c.article_id).where(
-        bands_t.c.value.in_(list(band_hashes))
-    )
+@functools.cache
+def _candidates_statement(dialect: Any, bands: int) -> tuple[str, tuple[str, ...]]:
+    """``candidate_query`` compiled once for the dialect: the driver's SQL and its parameter order.
+
+    It runs once per new long story, so SQLAlchemy's per-execution work (cache
+    key, parameter processing) would cost more than the index search itself.
+    """
+    compiled = candidate_query(bands).compile(dialect=dialect)
+    return str(compiled), tuple(compiled.positiontup or ())
+
+
+def _candidates(conn: Connection, band_hashes: Sequence[int]) -> tuple[str, Any]:
+    """The driver-level statement and parameters for ``exec_driver_sql``."""
+    sql_text, order = _candidates_statement(conn.dialect, len(band_hashes))
+    values = {f"b{i}": v for i, v in enumerate(band_hashes)}
+    if order:  # a positional paramstyle (SQLite's qmark)
+        return sql_text, tuple(values[name] for name in order)
+    return sql_text, values
+
+
+@functools.cache
+def _insert_statement(dialect: Any, table: str, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """An INSERT of ``columns`` compiled once for the dialect: the driver's SQL and its parameter order."""
+    stmt = insert(_TABLES[table]).values({c: bindparam(c) for c in columns})
+    compiled = stmt.compile(dialect=dialect)
+    return str(compiled), tuple(compiled.positiontup or ())
+
+
+def _executemany(
+    conn: Connection, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert many rows through the driver's ``executemany``, in this connection's transaction."""
+    sql_text, order = _insert_statement(conn.dialect, table, columns)
+    if order:  # positional paramstyle (SQLite's qmark)
+        index = [columns.index(name) for name in order]
+        params: Any = (
+            rows if index == list(range(len(columns))) else [tuple(r[i] for i in index) for r in rows]
+        )
+    else:
+        params = [dict(zip(columns, r, strict=True)) for r in rows]
+    conn.exec_driver_sql(sql_text, params)
+
+
+_TABLES = {"near_dup_bands": bands_t}
 
 
 def save_articles(
