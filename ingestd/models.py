@@ -152,6 +152,17 @@ class IdentityKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class Processed:
+    """What a worker sends back for one feed document: its metadata and its cleaned entries."""
+
+    feed: ParsedFeed
+    items: tuple[tuple[CleanArticle, IdentityKeys], ...]
+    unchanged: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)
+    posting_gap: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FeedToPoll:
     """A feed claimed by a worker, with what a conditional GET needs."""
 

@@ -85,3 +85,17 @@ def test_pipeline_does_not_import_daemon_cli_or_config() -> None:
 def test_daemon_does_not_import_cli() -> None:
     for path in _module_files("daemon"):
         assert not any(m.startswith("ingestd.cli") for m in _imports(path)), path.name
+
+
+def test_the_daemon_process_does_not_load_the_parser_and_cleaner() -> None:
+    """Parsing and cleaning run in workers; their libraries (~20 MB) stay out of the main process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ingestd.cli, ingestd.daemon.service, ingestd.pipeline.ingest, ingestd.store\n"
+        "print(' '.join(m for m in ('feedparser', 'lxml', 'nh3', 'py3langid', 'trafilatura',"
+        " 'prometheus_client') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

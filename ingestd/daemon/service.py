@@ -9,19 +9,20 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from ingestd.config import Settings, load_settings
 from ingestd.daemon import signals
-from ingestd.daemon.http import MetricsServer
-from ingestd.daemon.metrics import Metrics
-from ingestd.daemon.scheduler import Ticker
-from ingestd.daemon.systemd import Notifier
 from ingestd.exceptions import ConfigError
 from ingestd.models import FeedToPoll, IngestResult
 from ingestd.pipeline.fetch import Fetcher, FetchPolicy
 from ingestd.pipeline.ingest import Ingestor, PollPolicy
 from ingestd.pipeline.worker import WorkerPool
 from ingestd.store import Store, open_store
+
+if TYPE_CHECKING:
+    from ingestd.daemon.http import MetricsServer
+    from ingestd.daemon.scheduler import Ticker
 
 log = logging.getLogger("ingestd.daemon")
 
@@ -144,6 +145,8 @@ async def _serve_metrics(
         await current.close()
     if not listen:
         return None
+    from ingestd.daemon.http import MetricsServer
+
     server = MetricsServer(listen, ticker.metrics, ticker.healthy)
     await server.start()
     return server
@@ -160,6 +163,11 @@ def _reload(path: str | None, running: Settings) -> tuple[Settings, Fetcher] | N
 
 
 async def _run(settings: Settings) -> int:
+    # The daemon's own machinery (scheduler, Prometheus metrics) is loaded here, not for a one-off `poll`.
+    from ingestd.daemon.metrics import Metrics
+    from ingestd.daemon.scheduler import Ticker
+    from ingestd.daemon.systemd import Notifier
+
     loop = asyncio.get_running_loop()
     flags = signals.Flags()
     signals.install(loop, flags)

@@ -8,15 +8,13 @@ and ``ingestd poll`` both call ``poll_feeds``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import pairwise
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,18 +27,15 @@ from ingestd.models import (
     FetchResult,
     IdentityKeys,
     IngestResult,
-    ParsedFeed,
+    Processed,
     SaveStats,
 )
-from ingestd.pipeline import dedupe
-from ingestd.pipeline.clean import clean_entry
 from ingestd.pipeline.fetch import Fetcher, host_key
-from ingestd.pipeline.parse import parse_feed
-from ingestd.pipeline.worker import WorkerPool
-from ingestd.sources.discover import discover_feed_links
-from ingestd.sources.fulltext import fetch_full_text
+from ingestd.pipeline.worker import ByName, WorkerPool
 
 log = logging.getLogger("ingestd.ingest")
+#: Parse, clean and key one document; imported in the workers only (see ``pipeline.process``).
+PROCESS_DOCUMENT = ByName("ingestd.pipeline.process:process_document")
 T = TypeVar("T")
 
 
@@ -63,81 +58,6 @@ class PollPolicy:
     max_interval: float = 86400.0
     jitter: float = 0.1
     max_entries: int = 500
-
-
-@dataclass(frozen=True)
-class Processed:
-    """What a worker sends back for one document."""
-
-    feed: ParsedFeed
-    items: tuple[tuple[CleanArticle, IdentityKeys], ...]
-    unchanged: int = 0
-    errors: tuple[str, ...] = field(default_factory=tuple)
-    posting_gap: float | None = None
-
-
-def posting_gap(dates: Sequence[datetime], sample: int = 10) -> float | None:
-    """Median seconds between the newest posts; None with fewer than three dated posts."""
-    newest = sorted(dates, reverse=True)[:sample]
-    if len(newest) < 3:
-        return None
-    gaps = sorted((a - b).total_seconds() for a, b in pairwise(newest))
-    return max(gaps[len(gaps) // 2], 0.0)
-
-
-def process_document(
-    content: bytes,
-    *,
-    url: str,
-    headers: Mapping[str, str],
-    known: Mapping[str, str],
-    max_entries: int,
-    substack_header: bool = False,
-) -> Processed:
-    """Parse and clean one feed document; runs in a worker process.
-
-    Entries whose raw hash is already stored are skipped before cleaning:
-    re-polling a changed feed costs only its changed entries.
-    """
-    parsed = parse_feed(content, url=url, headers=headers, max_entries=max_entries)
-    ctx = FeedContext(
-        url=url,
-        site_url=parsed.site_url,
-        title=parsed.title,
-        language=parsed.language,
-        generator=parsed.generator,
-        substack_header=substack_header,
-    )
-    items: list[tuple[CleanArticle, IdentityKeys]] = []
-    errors: list[str] = []
-    unchanged = 0
-    seen: set[tuple[str, str | None]] = set()
-    for entry in parsed.entries:
-        key = dedupe.guid_key(entry)
-        # The same entry twice in one document: the first wins. A guid reused for another
-        # link goes on to the store, which recognises reused guids.
-        if (key, entry.link) in seen:
-            continue
-        seen.add((key, entry.link))
-        ehash = dedupe.entry_hash(entry)
-        if known.get(key) == ehash:
-            unchanged += 1
-            continue
-        try:
-            article = clean_entry(entry, ctx)
-        except CleanError as e:
-            errors.append(f"entry {key[:80]}: {e}")
-            continue
-        items.append((article, dedupe.identity_keys(key, article, ehash)))
-    feed_meta = dataclasses.replace(parsed, entries=())  # the entries travel back cleaned
-    dates = [d for e in parsed.entries if (d := e.published_at or e.updated_at) is not None]
-    return Processed(
-        feed=feed_meta,
-        items=tuple(items),
-        unchanged=unchanged,
-        errors=tuple(errors),
-        posting_gap=posting_gap(dates),
-    )
 
 
 def _now() -> datetime:
@@ -237,7 +157,7 @@ class Ingestor:
                 return IngestResult(feed.id, feed.url, "not_modified", elapsed=update.duration)
             known = await self._db_call(self.store.entry_hashes, feed.id)
             processed: Processed = await self.pool.run(
-                process_document,
+                PROCESS_DOCUMENT,
                 result.content,
                 url=result.final_url,
                 headers=dict(result.headers),
@@ -252,6 +172,8 @@ class Ingestor:
             return await self._record_failure(feed, now, started, e, result)
         except ParseError as e:
             if result is not None and "html" in str(e).lower():
+                from ingestd.sources.discover import discover_feed_links  # rare: not loaded up front
+
                 links = discover_feed_links(result.content, result.final_url)
                 if links:
                     e = ParseError(
@@ -263,6 +185,8 @@ class Ingestor:
         parsed = processed.feed
         items = processed.items
         if feed.full_text and items:
+            from ingestd.sources.fulltext import fetch_full_text  # only for --full-text feeds
+
             items = tuple(
                 await fetch_full_text(
                     items,

@@ -11,6 +11,7 @@ the parent kills a worker stuck in C code and rebuilds the pool.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import multiprocessing
 import os
@@ -19,6 +20,7 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ingestd.exceptions import CleanError
@@ -70,6 +72,22 @@ def _limited(fn: Callable[..., T], cpu_seconds: float, args: tuple[Any, ...], kw
         resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, hard))
 
 
+@dataclass(frozen=True)
+class ByName:
+    """A function named by its import path (``"package.module:function"``).
+
+    It pickles as that name and is imported on first call in the worker, so
+    the parent process need not import the function's module, nor the
+    libraries behind it.
+    """
+
+    target: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+
 class WorkerPool:
     """A process pool that survives the death of its workers."""
 
@@ -91,7 +109,8 @@ class WorkerPool:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["ingestd.pipeline.ingest"])
+            # Workers forked from the server start with the parser and cleaner already imported.
+            ctx.set_forkserver_preload(["ingestd.pipeline.process"])
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=ctx,

@@ -11,14 +11,8 @@ import pytest
 
 from ingestd.models import FeedToPoll
 from ingestd.pipeline.fetch import Fetcher, FetchPolicy
-from ingestd.pipeline.ingest import (
-    Ingestor,
-    PollPolicy,
-    next_poll_after_error,
-    next_poll_after_success,
-    posting_gap,
-    process_document,
-)
+from ingestd.pipeline.ingest import Ingestor, PollPolicy, next_poll_after_error, next_poll_after_success
+from ingestd.pipeline.process import posting_gap, process_document
 from ingestd.pipeline.worker import WorkerPool
 from ingestd.store import Store, open_store
 from tests.feedserver import FeedServer, serve
