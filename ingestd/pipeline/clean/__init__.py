@@ -77,18 +77,18 @@ def _clean(entry: ParsedEntry, feed: FeedContext) -> CleanArticle:
     )
     images = tuple(builder.images)
     has_content = bool(entry.content_html.strip())
-    subtitle = html.plain_text(entry.summary_html) if is_substack and has_content else ""
+    subtitle = render.plain_text(entry.summary_html) if is_substack and has_content else ""
     if has_content and entry.summary_html.strip() and not is_substack:
-        summary = _truncate(html.plain_text(entry.summary_html))
+        summary = _truncate(render.plain_text(entry.summary_html))
     else:
-        summary = _truncate(" ".join(text.split()))
+        summary = _summary_of(text)
 
     return CleanArticle(
         guid=entry.guid,
         url=url,
         canonical_url=canonical_url(origin or url),
-        title=html.plain_text(entry.title, is_html=entry.title_is_html),
-        author=html.plain_text(entry.author, is_html=False),
+        title=render.plain_text(entry.title, is_html=entry.title_is_html),
+        author=render.plain_text(entry.author, is_html=False),
         published_at=entry.published_at,
         updated_at=entry.updated_at,
         summary=summary,
@@ -113,6 +113,19 @@ def _clean(entry: ParsedEntry, feed: FeedContext) -> CleanArticle:
 
 def _nfc(text: str) -> str:
     return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def _summary_of(text: str) -> str:
+    """``_truncate(" ".join(text.split()))`` without splitting a whole long article.
+
+    Joining the words of a prefix gives a prefix of the joined whole, so once
+    that is longer than the limit it decides the summary on its own.
+    """
+    if len(text) > 4 * SUMMARY_CHARS:
+        head = " ".join(text[: 4 * SUMMARY_CHARS].split())
+        if len(head) > SUMMARY_CHARS:
+            return _truncate(head)
+    return _truncate(" ".join(text.split()))
 
 
 def _truncate(text: str, limit: int = SUMMARY_CHARS) -> str:

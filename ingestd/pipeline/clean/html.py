@@ -56,6 +56,8 @@ INLINE = {
 }
 # fmt: on
 EMBED_TAGS = frozenset({"iframe", "video", "audio"})
+# Tags _flow_node hands to the inline pass as they are (unless they wrap blocks).
+_FLOW_PLAIN_INLINE = frozenset({*INLINE, *EMBED_TAGS, "a", "img"})
 # Layout tags removed when libxml2 refuses a document as too deeply nested.
 _FLATTEN_RE = re.compile(
     r"</?(?:div|span|section|article|font|center|main|header|footer|aside|nav|table|tbody|tr|td)\b[^>]*>",
@@ -66,8 +68,15 @@ _WS_RE = re.compile(r"[ \t\n\r\f\v]+")
 
 
 def collapse_ws(text: str) -> str:
-    """Whitespace runs to one space; most text nodes have none to collapse (no regex pass)."""
-    if "  " not in text and text.isprintable():
+    """Whitespace runs to one space; most text nodes have none (six substring scans tell, no regex)."""
+    if (
+        "  " not in text
+        and "\n" not in text
+        and "\t" not in text
+        and "\r" not in text
+        and "\x0c" not in text
+        and "\x0b" not in text
+    ):
         return text
     return _WS_RE.sub(" ", text)
 
@@ -85,6 +94,9 @@ def _c1_to_cp1252(code: int) -> str:
 
 _CTRL_MAP: dict[int, str] = {c: "" for c in (*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
 _CTRL_MAP.update({c: _c1_to_cp1252(c) for c in range(0x80, 0xA0)})
+# The same controls in UTF-8: C0 and DEL are single bytes, C1 are \xc2\x80-\xc2\x9f.
+_NOT_C0_BYTES = bytes(b for b in range(256) if not ((b < 0x20 and b not in (0x09, 0x0A, 0x0D)) or b == 0x7F))
+_C1_UTF8_RE = re.compile(rb"\xc2[\x80-\x9f]")
 
 # fmt: off
 _DROP_CLASSES = frozenset({
@@ -112,24 +124,44 @@ def parse(html: str) -> Element:
     """
     if len(html) > MAX_HTML_CHARS:
         raise CleanError(f"entry HTML is {len(html):,} characters, over the {MAX_HTML_CHARS:,} limit")
-    html = clean_chars(html)
-    body = _parse_once(html)
+    html, data = _clean_encoded(html)
+    body = _parse_bytes(data)
     if body is None:
-        body = _parse_once(_FLATTEN_RE.sub(" ", html))
+        data = _FLATTEN_RE.sub(" ", html).encode("utf-8", "replace")
+        body = _parse_bytes(data)
         if body is None:
             raise CleanError("entry HTML is nested too deeply to clean (libxml2 depth limit)")
-    count = sum(1 for _ in body.iter())
-    if count > MAX_ELEMENTS:
-        raise CleanError(f"entry HTML has {count:,} elements, over the {MAX_ELEMENTS:,} limit")
+    if data.count(b"<") * 4 + 16 > MAX_ELEMENTS:  # elements come from "<" (a few implied aside)
+        count = sum(1 for _ in body.iter())
+        if count > MAX_ELEMENTS:
+            raise CleanError(f"entry HTML has {count:,} elements, over the {MAX_ELEMENTS:,} limit")
     return body
 
 
+def _clean_encoded(html: str) -> tuple[str, bytes]:
+    """``clean_chars(html)`` and its UTF-8 bytes; C passes over those spot controls faster than a regex."""
+    data = html.encode("utf-8", "replace")
+    cleaned = html
+    if data.translate(None, _NOT_C0_BYTES) or _C1_UTF8_RE.search(data):
+        cleaned = cleaned.translate(_CTRL_MAP)
+    if not cleaned.isascii() and not unicodedata.is_normalized("NFC", cleaned):
+        cleaned = unicodedata.normalize("NFC", cleaned)
+    if cleaned is not html:
+        data = cleaned.encode("utf-8", "replace")
+    return cleaned, data
+
+
 def _parse_once(html: str) -> Element | None:
+    return _parse_bytes(html.encode("utf-8", "replace"))
+
+
+def _parse_bytes(data: bytes) -> Element | None:
+    """The body of UTF-8 ``data``, or None when libxml2 hit its nesting limit."""
     parser = etree.HTMLParser(
         encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True, huge_tree=True
     )
     try:
-        root = etree.fromstring(html.encode("utf-8", "replace"), parser=parser)
+        root = etree.fromstring(data, parser=parser)
     except etree.ParserError:
         root = None
     if any(err.type_name == "ERR_RESOURCE_LIMIT" for err in parser.error_log):
@@ -169,6 +201,10 @@ def drop(el: Element) -> None:
 
 
 def has_content(el: Element) -> bool:
+    """Whether ``el`` holds visible text or an image (leading text decides most cases cheaply)."""
+    text = el.text
+    if text and not text.isspace():
+        return True
     return bool("".join(el.itertext()).strip()) or el.find(".//img") is not None
 
 
@@ -193,25 +229,53 @@ class _Flow:
         return self.para
 
     def close(self) -> None:
-        para, self.para = self.para, None
+        para = self.para
         if para is not None:
-            finish_inline(para)
-            if not has_content(para) or _is_wp_footer(para):
+            self.para = None
+            text = finish_inline(para)
+            if text:  # has_content and _is_wp_footer, reusing the text just trimmed
+                if text.startswith("The post ") and _WP_FOOTER_RE.match("".join(para.itertext()).strip()):
+                    self.container.remove(para)
+            elif not has_content(para) or _is_wp_footer(para):
                 self.container.remove(para)
 
 
-def finish_inline(host: Element) -> None:
-    """Trim the edges of an inline host and drop trailing line breaks."""
-    while len(host) and host[-1].tag == "br" and not (host[-1].tail or "").strip():
-        host.remove(host[-1])
-    if host.text:
-        host.text = host.text.lstrip()
-    if len(host):
+def finish_inline(host: Element) -> str | None:
+    """Trim the edges of an inline host and drop trailing line breaks; return its text.
+
+    Text is only written back when trimming changed it: lxml calls are the cost here.
+    """
+    count = len(host)
+    while count:
         last = host[-1]
-        if last.tail:
-            last.tail = last.tail.rstrip()
-    elif host.text:
-        host.text = host.text.rstrip()
+        if last.tag != "br" or (last.tail and not last.tail.isspace()):
+            break
+        host.remove(last)
+        count -= 1
+    text = host.text
+    if text:
+        trimmed = text.lstrip()
+        if count:
+            if len(trimmed) != len(text):
+                host.text = trimmed
+            tail = host[-1].tail
+            if tail:
+                stripped = tail.rstrip()
+                if len(stripped) != len(tail):
+                    host[-1].tail = stripped
+        else:
+            trimmed = trimmed.rstrip()
+            if len(trimmed) != len(text):
+                host.text = trimmed
+        return trimmed
+    if count:
+        last = host[-1]
+        tail = last.tail
+        if tail:
+            stripped = tail.rstrip()
+            if len(stripped) != len(tail):
+                last.tail = stripped
+    return text
 
 
 def _is_wp_footer(para: Element) -> bool:
@@ -239,27 +303,38 @@ class Builder:
     # -- flow context: blocks and paragraphs --------------------------------
 
     def _flow_children(self, src: Element, flow: _Flow, depth: int) -> None:
-        if src.text:
-            self._flow_text(src.text, flow)
+        # _flow_text inlined: this loop runs for every element of every entry.
+        text = src.text
+        if text and (flow.para is not None or not text.isspace()):
+            append_text(flow.paragraph(), collapse_ws(text))
+        depth += 1
+        flow_node = self._flow_node
         for child in src:
-            self._flow_node(child, flow, depth + 1)
-            if child.tail:
-                self._flow_text(child.tail, flow)
+            flow_node(child, flow, depth)
+            text = child.tail
+            if text and (flow.para is not None or not text.isspace()):
+                append_text(flow.paragraph(), collapse_ws(text))
 
     def _flow_text(self, text: str, flow: _Flow) -> None:
-        if flow.para is None and not text.strip():
+        if flow.para is None and (not text or text.isspace()):
             return
         append_text(flow.paragraph(), collapse_ws(text))
 
     def _flow_node(self, el: Element, flow: _Flow, depth: int) -> None:
         tag = el.tag
+        # The commonest case first: em, strong, a, img ... that wrap no block.
+        if tag in _FLOW_PLAIN_INLINE and depth <= MAX_DEPTH and not (len(el) and _contains_block(el)):
+            self._inline_node(el, flow.paragraph(), depth, 0)
+            return
         if not isinstance(tag, str) or tag in DROP_TAGS:
             return
         if depth > MAX_DEPTH:
             self._flow_text(" ".join(el.itertext()), flow)
             return
-        if tag in BLOCK_TAGS and _DROP_CLASSES.intersection(classes(el)):
-            return
+        if tag in BLOCK_TAGS:
+            cls = el.get("class")
+            if cls and not _DROP_CLASSES.isdisjoint(cls.split()):
+                return
         if tag in HEADINGS:
             flow.close()
             heading = etree.SubElement(flow.container, HEADINGS[tag])
@@ -282,7 +357,7 @@ class Builder:
         elif tag == "table":
             flow.close()
             self._table(el, flow.container, depth)
-        elif tag == "figure" and el.find(".//img") is not None:
+        elif tag == "figure" and next(el.iterdescendants("img"), None) is not None:
             flow.close()
             self._figure(el, flow.container, depth)
         elif tag == "hr":
@@ -302,7 +377,7 @@ class Builder:
                 flow.close()
             else:
                 etree.SubElement(para, "br")
-        elif (tag in INLINE or tag == "a") and _contains_block(el):
+        elif (tag in INLINE or tag == "a") and len(el) and _contains_block(el):
             self._flow_children(el, flow, depth)  # e.g. <strong><p>..</p></strong>: keep the blocks
         elif tag in INLINE or tag in EMBED_TAGS or tag in ("a", "img"):
             self._inline_node(el, flow.paragraph(), depth, 0)
@@ -408,11 +483,11 @@ class Builder:
 
     def _inline_children(self, src: Element, host: Element, depth: int, level: int) -> None:
         if src.text:
-            append_text(host, _WS_RE.sub(" ", src.text))
+            append_text(host, collapse_ws(src.text))
         for child in src:
             self._inline_node(child, host, depth + 1, level)
             if child.tail:
-                append_text(host, _WS_RE.sub(" ", child.tail))
+                append_text(host, collapse_ws(child.tail))
 
     def _inline_node(self, el: Element, host: Element, depth: int, level: int) -> None:
         tag = el.tag
@@ -535,25 +610,3 @@ def code_language(el: Element) -> str | None:
                 return match.group(1).lower()
     hint = el.get("data-language")
     return hint.lower() if hint and re.fullmatch(r"[a-zA-Z0-9+#_-]{1,30}", hint) else None
-
-
-_TAG_LIKE_RE = re.compile(r"</?[a-zA-Z][^>]*>|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]{2,8});")
-
-
-def plain_text(fragment: str, *, is_html: bool = True) -> str:
-    """One line of plain text from a small HTML fragment (a title, a summary).
-
-    Text that is not declared HTML is still read as HTML when it carries tags
-    or entities, because feeds double-escape and mislabel titles freely.
-    """
-    if not fragment:
-        return ""
-    if is_html or _TAG_LIKE_RE.search(fragment):
-        body = _parse_once(clean_chars(fragment))
-        if body is None:
-            raise CleanError("title or summary HTML is nested too deeply")
-        etree.strip_elements(body, *DROP_TAGS, with_tail=False)
-        for block in body.iter(*BLOCK_TAGS, "br"):
-            block.tail = " " + (block.tail or "")  # adjacent blocks must not glue their words
-        fragment = "".join(body.itertext())
-    return _WS_RE.sub(" ", clean_chars(fragment)).strip()

@@ -8,6 +8,8 @@ formatting, never a script, an event handler or a ``javascript:`` URL.
 
 from __future__ import annotations
 
+import functools
+
 import nh3
 from lxml import etree
 
@@ -39,17 +41,25 @@ def sanitize(root: Element, code_classes: set[str] | frozenset[str] = frozenset(
 def sanitize_html(markup: str, code_classes: set[str] | frozenset[str] = frozenset()) -> str:
     """nh3 with our allowlist; the wrapper ``div`` is not allowed, so it is unwrapped."""
     try:
-        return nh3.clean(
-            markup,
-            tags=set(TAGS),
-            clean_content_tags={"script", "style"},
-            attributes={tag: set(names) for tag, names in ATTRIBUTES.items()},
-            url_schemes=set(URL_SCHEMES),
-            strip_comments=True,
-            link_rel="noopener noreferrer",
-            allowed_classes={"code": set(code_classes)} if code_classes else None,
-        ).strip()
+        return _cleaner(frozenset(code_classes)).clean(markup).strip()
     except BaseException as exc:  # nh3 surfaces Rust panics as a BaseException subclass
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise CleanError(f"sanitizer failed: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _cleaner(code_classes: frozenset[str]) -> nh3.Cleaner:
+    """One nh3 ``Cleaner`` per set of code classes: building the allowlist costs as much as small cleans.
+
+    Same options as a one-off ``nh3.clean``; cached per process (workers build their own).
+    """
+    return nh3.Cleaner(
+        tags=set(TAGS),
+        clean_content_tags={"script", "style"},
+        attributes={tag: set(names) for tag, names in ATTRIBUTES.items()},
+        url_schemes=set(URL_SCHEMES),
+        strip_comments=True,
+        link_rel="noopener noreferrer",
+        allowed_classes={"code": set(code_classes)} if code_classes else None,
+    )

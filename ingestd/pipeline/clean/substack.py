@@ -11,6 +11,7 @@ embeds, ``[n]`` markers and an ordered list of notes for footnotes.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -81,7 +82,19 @@ def is_substack(entry: ParsedEntry, feed: FeedContext, html: str) -> bool:
     return any(marker in html for marker in _MARKERS)
 
 
+# Every class token _classify looks at; an element with none of them (and no removal prefix)
+# has no rule.
+_TOKENS = _REMOVE | {
+    "captioned-image-container", "image-link", "paywall-jump", "button-wrapper", "footnote-anchor",
+    "footnote", "latex-rendered", "youtube-wrap", "tweet", "twitter-embed", "embedded-post-wrap",
+    "digest-post-embed", "pullquote", "mention-wrap", "highlighted_code_block",
+}  # fmt: skip
+_WITH_CLASS = etree.XPath("descendant-or-self::*[@class]")
+
+
+@functools.lru_cache(maxsize=1024)
 def _host(url: str | None) -> str:
+    """The lower-cased host of ``url``; cached, as every entry of a feed asks about the feed's URLs."""
     if not url:
         return ""
     try:
@@ -112,12 +125,12 @@ class _Rules:
 
     def apply(self, body: Element) -> None:
         actions: list[tuple[str, Element]] = []
-        for el in body.iter():
-            if not isinstance(el.tag, str):
-                continue
-            tokens = classes(el)
-            if not tokens:
-                continue
+        # Only elements with a class can match a rule: libxml2 finds them (in document
+        # order, ``body`` included) without a Python step per element.
+        for el in _WITH_CLASS(body):
+            tokens = el.get("class").split()
+            if _TOKENS.isdisjoint(tokens) and not any(t.startswith(_REMOVE_PREFIXES) for t in tokens):
+                continue  # no rule looks at any of these classes (or there are none)
             action = self._classify(el, tokens)
             if action:
                 actions.append((action, el))

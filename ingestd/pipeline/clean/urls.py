@@ -100,9 +100,10 @@ def resolve(
     """
     if not href:
         return None
-    href = _URL_JUNK_RE.sub("", href) if _URL_JUNK_RE.search(href) else href
-    if not href:
-        return None
+    if " " in href or not href.isprintable():  # printable text has no junk but the space
+        href = _URL_JUNK_RE.sub("", href)
+        if not href:
+            return None
     scheme = scheme_of(href)
     if scheme is None:
         if base is None or href.startswith("#"):
@@ -114,14 +115,24 @@ def resolve(
         scheme = scheme_of(href)
     if scheme not in schemes:
         return None
-    if scheme != "mailto":
-        try:
-            parts = urlsplit(href)
-        except ValueError:
-            return None
-        if not parts.netloc:
-            return None
+    if scheme != "mailto" and not _has_netloc(href, scheme):
+        return None
     return strip_tracking(href) if strip else href
+
+
+def _has_netloc(href: str, scheme: str) -> bool:
+    """Whether ``urlsplit(href)`` succeeds with a host part, mostly without calling it.
+
+    For ASCII without brackets urlsplit cannot fail and its netloc is what
+    follows ``scheme://`` up to the first ``/``, ``?`` or ``#``.
+    """
+    if href.isascii() and "[" not in href and "]" not in href:
+        rest = href[len(scheme) + 1 :]
+        return rest[:2] == "//" and len(rest) > 2 and rest[2] not in "/?#"
+    try:
+        return bool(urlsplit(href).netloc)
+    except ValueError:
+        return False
 
 
 def safe_base(*candidates: str | None) -> str | None:
