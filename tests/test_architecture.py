@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "ingestd"
-STAGES = ("fetch", "netguard", "parse", "jsonfeed", "xmlsafe", "clean", "dedupe")
+STAGES = ("fetch", "netguard", "parse", "fastparse", "jsonfeed", "xmlsafe", "clean", "dedupe")
 
 
 def _imports(path: Path) -> set[str]:
@@ -46,7 +46,7 @@ def test_stages_import_only_models_and_exceptions() -> None:
             for mod in _imports(path):
                 other = _stage_of(mod)
                 if other is not None:
-                    families = ({"fetch", "netguard"}, {"parse", "jsonfeed", "xmlsafe"})
+                    families = ({"fetch", "netguard"}, {"parse", "fastparse", "jsonfeed", "xmlsafe"})
                     same_family = any({stage, other} <= family for family in families)
                     assert other == stage or same_family, f"{path.name} imports stage {mod}"
                     continue
@@ -95,7 +95,7 @@ def test_the_daemon_process_does_not_load_the_parser_and_cleaner() -> None:
     code = (
         "import sys, ingestd.cli, ingestd.daemon.service, ingestd.pipeline.ingest, ingestd.store\n"
         "print(' '.join(m for m in ('feedparser', 'lxml', 'nh3', 'py3langid', 'trafilatura',"
-        " 'prometheus_client') if m in sys.modules))"
+        " 'prometheus_client', 'numpy', 'alembic') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

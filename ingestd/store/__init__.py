@@ -91,8 +91,27 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def head_revision() -> str:
+    """The newest migration, by file name (``NNNN_*.py``, revision ``NNNN``)."""
+    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def _at_head(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == head_revision()
+    except SQLAlchemyError:  # no such table yet: a new database
+        return False
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (creates a fresh database)."""
+    """Bring the schema to the newest migration (creates a fresh database).
+
+    A database already at the newest revision is left alone without loading
+    alembic (and mako): ~12 MB less in every process that opens the store.
+    """
+    if _at_head(engine):
+        return
     from alembic import command
     from alembic.config import Config
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +38,49 @@ def test_fresh_database_has_wal_and_schema(store: Store, tmp_path: Path) -> None
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"feeds", "articles", "article_sources", "fetch_log", "alembic_version"} <= tables
     assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0002"
+
+
+def test_head_revision_is_alembics_head() -> None:
+    """The shortcut that skips alembic on an up-to-date database must know the real head."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from ingestd.store import MIGRATIONS, head_revision
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    assert head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def test_reopening_an_up_to_date_database_skips_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ingestd.db'}"
+    open_store(url).close()
+    code = (
+        "import sys; from ingestd.store import open_store\n"
+        f"open_store({url!r}).close(); print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_database_behind_the_head_is_upgraded(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from ingestd.store import MIGRATIONS, head_revision, make_engine
+
+    url = f"sqlite:///{tmp_path / 'ingestd.db'}"
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    engine.dispose()
+    open_store(url).close()
+    conn = sqlite3.connect(tmp_path / "ingestd.db")
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == head_revision()
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'articles_fts'").fetchone()
 
 
 def test_add_feed_twice_is_one_feed(store: Store) -> None:
