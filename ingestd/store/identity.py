@@ -159,7 +159,8 @@ class _Poll:
         self.by_url: dict[str, int] = {}
         self.by_hash: dict[str, int] = {}
         self.band_index: dict[tuple[int, int], list[int]] = {}
-        self.sketches: dict[int, tuple[bytes, int | None]] = {}
+        self.sketches: dict[int, bytes] = {}
+        self.near_of: dict[int, int | None] = {}  # a story's own near_duplicate_of, once known
         self.new_sources: list[dict[str, Any]] = []
         self.new_sketches: list[dict[str, Any]] = []
         self.new_bands: list[tuple[int, int, int]] = []  # (value, band, article id)
@@ -425,7 +426,8 @@ class _Poll:
         if keys.sketch is None or not keys.bands:
             return
         self.new_sketches.append({"article_id": article_id, "sketch": keys.sketch})
-        self.sketches[article_id] = (keys.sketch, near)
+        self.sketches[article_id] = keys.sketch
+        self.near_of[article_id] = near
         for i, v in enumerate(keys.bands):
             self.new_bands.append((v, i, article_id))
             self.band_index.setdefault((i, v), []).append(article_id)
@@ -445,22 +447,34 @@ class _Poll:
         # per poll instead reads whole popular bands: 3x slower on the bench farm.)
         for row in self.conn.exec_driver_sql(*_candidates(self.conn, keys.bands)):
             article_id = int(row[0])
-            if article_id not in self.sketches:
-                self.sketches[article_id] = (row[1], row[2])
+            self.sketches.setdefault(article_id, row[1])
             if article_id not in candidates:
                 candidates.append(article_id)
         size = len(keys.sketch)
         known = [
-            (a, k) for a in candidates[:_CANDIDATES] if (k := self.sketches.get(a)) and len(k[0]) == size
+            (a, sk) for a in candidates[:_CANDIDATES] if (sk := self.sketches.get(a)) and len(sk) == size
         ]
         if not known:
             return None
-        sims = similarities(keys.sketch, [k[0] for _a, k in known])
+        sims = similarities(keys.sketch, [sk for _a, sk in known])
         best = sims.index(max(sims))  # the first of the most similar
         if sims[best] < NEAR_DUPLICATE_SIMILARITY:
             return None
-        article_id, (_sketch, near) = known[best]
-        return int(near or article_id)
+        article_id = known[best][0]
+        return self._near_root(article_id)
+
+    def _near_root(self, article_id: int) -> int:
+        """The original a near-duplicate points to: the story itself, or the story it duplicates.
+
+        Read only for the match (``near_duplicate_of`` is the articles row's
+        last column, behind the bodies: reading it for every candidate walked
+        their overflow pages).
+        """
+        if article_id not in self.near_of:
+            self.near_of[article_id] = self.conn.execute(
+                select(articles.c.near_duplicate_of).where(articles.c.id == article_id)
+            ).scalar()
+        return self.near_of[article_id] or article_id
 
     # -- writing ---------------------------------------------------------------
 
@@ -530,9 +544,8 @@ def candidate_query(bands: int) -> TextClause:
     of stories share (a common phrase) costs no more than a rare one.
     """
     return text(
-        "SELECT b.article_id, s.sketch, a.near_duplicate_of FROM near_dup_bands b"  # noqa: S608 - placeholders only
+        "SELECT b.article_id, s.sketch FROM near_dup_bands b"  # noqa: S608 - placeholders only
         " JOIN near_dup_sketches s ON s.article_id = b.article_id"
-        " JOIN articles a ON a.id = b.article_id"
         " WHERE b.value IN (" + ", ".join(f":b{i}" for i in range(bands)) + ")"
         f" LIMIT {_CANDIDATES}"
     )
