@@ -1,6 +1,6 @@
 """Per-stage and end-to-end timings of ingestd on a directory of feed files.
 
-    python bench/stages.py [--feeds DIR] [--no-e2e]
+    python bench/stages.py [--feeds DIR] [--no-e2e] [--feedparser]
 
 ``--feeds`` defaults to the shared corpus (../shared/corpus/feeds) when it is
 there; any directory of RSS/Atom/JSON Feed files works, including a farm made
@@ -12,6 +12,8 @@ store (SQLite, one transaction per feed). Each prints seconds, entries/s and
 MB/s of raw feed XML. The end-to-end part serves the same files, imports them
 and runs ``ingestd poll --all`` twice (cold, then warm: every feed unchanged),
 printing wall and CPU seconds and peak RSS of the command, as a user runs it.
+``--feedparser`` turns parse's fast path off (feedparser for every document),
+for comparison.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def row(stage: str, seconds: float, entries: int, megabytes: float) -> None:
     print(f"{stage:<10} {seconds:8.2f} s {entries:8d} entries {eps:10.0f} entries/s {mbs:8.2f} MB/s")
 
 
-def run_stages(files: list[Path], base_dir: Path) -> None:
+def run_stages(files: list[Path], base_dir: Path, *, fast_path: bool = True) -> None:
     total_mb = sum(p.stat().st_size for p in files) / 1e6
     print(f"{len(files)} feed files, {total_mb:.1f} MB\n")
 
@@ -101,7 +103,9 @@ def run_stages(files: list[Path], base_dir: Path) -> None:
     started = time.perf_counter()
     for p in files:
         try:
-            parsed.append(parse_feed(p.read_bytes(), url=f"http://bench.invalid/{p.name}"))
+            parsed.append(
+                parse_feed(p.read_bytes(), url=f"http://bench.invalid/{p.name}", fast_path=fast_path)
+            )
         except IngestdError:
             continue
     entries = sum(len(f.entries) for f in parsed)
@@ -152,7 +156,7 @@ def _measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]
     return wall, cpu, after.ru_maxrss / 1024
 
 
-def run_e2e(files: list[Path], base_dir: Path) -> None:
+def run_e2e(files: list[Path], base_dir: Path, *, fast_path: bool = True) -> None:
     print("\nend to end: ingestd poll --all (wall s, CPU s, peak RSS MB of the largest process)")
     with serve(base_dir) as base, tempfile.TemporaryDirectory() as tmp:
         port = base.rsplit(":", 1)[1]
@@ -165,6 +169,7 @@ def run_e2e(files: list[Path], base_dir: Path) -> None:
         env.update(
             INGESTD_DB=f"sqlite:///{tmp}/e2e.db",
             INGESTD_FETCH_ALLOWED_HOSTS=f"127.0.0.1:{port}",
+            INGESTD_FASTPARSE="1" if fast_path else "0",
         )
         cmd = [sys.executable, "-m", "ingestd"]
         subprocess.run([*cmd, "feeds", "import", str(opml)], env=env, check=True, stdout=subprocess.DEVNULL)
@@ -178,15 +183,16 @@ def main() -> None:
     default = ROOT.parent / "shared" / "corpus" / "feeds"
     parser.add_argument("--feeds", type=Path, default=default if default.is_dir() else None)
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end poll")
+    parser.add_argument("--feedparser", action="store_true", help="parse every document with feedparser")
     args = parser.parse_args()
     if args.feeds is None or not args.feeds.is_dir():
         parser.error("--feeds DIR is required (no ../shared/corpus/feeds here)")
     files = feed_files(args.feeds)
     if not files:
         parser.error(f"no feed files under {args.feeds}")
-    run_stages(files, args.feeds)
+    run_stages(files, args.feeds, fast_path=not args.feedparser)
     if not args.no_e2e:
-        run_e2e(files, args.feeds)
+        run_e2e(files, args.feeds, fast_path=not args.feedparser)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ class Hit:
     path: str
     conditional: bool
     status: int
+    client_port: int = 0  # one per TCP connection: keep-alive reuse shows as repeats
 
 
 @dataclass
@@ -80,12 +81,12 @@ def _handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
                 not self.headers.get("If-None-Match")
                 and self.headers.get("If-Modified-Since") == last_modified
             ):
-                server.hits.append(Hit(path, conditional, 304))
+                server.hits.append(Hit(path, conditional, 304, self.client_address[1]))
                 self.send_response(304)
                 self.send_header("ETag", etag)
                 self.end_headers()
                 return
-            server.hits.append(Hit(path, conditional, 200))
+            server.hits.append(Hit(path, conditional, 200, self.client_address[1]))
             self.send_response(200)
             suffix = "." + path.rsplit(".", 1)[-1] if "." in path else ""
             self.send_header("Content-Type", CONTENT_TYPES.get(suffix, "application/octet-stream"))

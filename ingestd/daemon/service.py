@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -64,6 +65,10 @@ def new_fetcher(settings: Settings) -> Fetcher:
 @asynccontextmanager
 async def ingestor(settings: Settings, store: Store) -> AsyncIterator[Ingestor]:
     """The fetcher, the worker pool and the DB thread, closed together."""
+    # The DB thread gives up the GIL around every SQLite call and then waits for the event loop
+    # to hand it back, by default up to 5 ms later; 0.5 ms keeps the store, the narrowest stage,
+    # busy (a cold poll of the 500-feed bench farm: 4 % less wall time).
+    sys.setswitchinterval(0.0005)
     fetcher = new_fetcher(settings)
     pool = WorkerPool()
     ing = Ingestor(store, fetcher, pool, poll_policy(settings))

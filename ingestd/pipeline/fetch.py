@@ -424,6 +424,10 @@ class Fetcher:
         if status == 200:
             content = await self._read_body(response, url)
         elif status == 304:
+            # h11 gives a 304 no body whatever its headers say; reading that end of message lets
+            # the connection go back to the pool (closed unread, it was dropped: one new TCP
+            # connection per unchanged feed).
+            await response.aread()
             content = b""
         else:
             retry_after = parse_retry_after(response.headers.get("retry-after"))

@@ -648,3 +648,31 @@ def test_one_fetcher_serves_many_tasks(server: _Server) -> None:
             return await asyncio.gather(*(f.get(base + p) for p in ["/feed", "/gzip", "/r/302/2"] * 5))
 
     assert [r.content for r in run(go())] == [FEED] * 15
+
+
+def test_unchanged_feeds_reuse_one_connection() -> None:
+    """A 304 ends its exchange cleanly, so the connection goes back to the pool (real server)."""
+    from tests.feedserver import FeedServer, serve
+
+    async def go(server: FeedServer) -> list[FetchResult]:
+        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), per_host_concurrency=1)
+        async with Fetcher(policy) as fetcher:
+            first = await fetcher.get(server.url("a.xml"))
+            results = [first]
+            for _ in range(5):
+                results.append(await fetcher.get(server.url("a.xml"), etag=first.etag))
+            return results
+
+    with serve(FeedServer(files={"a.xml": b"<rss version='2.0'><channel/></rss>"})) as server:
+        results = asyncio.run(go(server))
+    assert [r.status for r in results] == [200, 304, 304, 304, 304, 304]
+    assert [h.status for h in server.hits] == [200, 304, 304, 304, 304, 304]
+    assert len({h.client_port for h in server.hits}) == 1, server.hits
+
+
+def test_httpcore_finds_sniffio() -> None:
+    """Without sniffio, httpcore retries a failing import on every lock it creates (a sys.path scan
+    per request: encode/httpcore#1103); it is a declared dependency for that reason."""
+    import importlib.util
+
+    assert importlib.util.find_spec("sniffio") is not None
