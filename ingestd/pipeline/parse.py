@@ -176,10 +176,13 @@ def _parse_xml(
 def _fast_parse(data: bytes, headers: dict[str, str], url: str) -> FeedData | None:
     """feedparser's result through ``fastparse``, or None to run feedparser itself.
 
-    A fast-path bug must never fail a feed: any exception falls back to feedparser.
+    A fast-path bug must never fail a feed: any exception falls back to feedparser,
+    except running out of memory or stack, which is the document's doing, not the port's.
     """
     try:
         return parse_prepared(data, headers)
+    except (MemoryError, RecursionError):
+        raise
     except Exception:
         log.debug("fast parse failed, falling back to feedparser: %s", url, exc_info=True)
         return None

@@ -33,8 +33,8 @@ class WorkerLimitError(CleanError):
     """A document exceeded the worker's CPU, memory or time limit."""
 
 
-class _CPUExceeded(Exception):
-    pass
+class _CPUExceeded(BaseException):
+    """Raised by SIGXCPU; a BaseException so no ``except Exception`` in a stage swallows it."""
 
 
 def _on_xcpu(_signum: int, _frame: object) -> None:

@@ -112,6 +112,18 @@ def test_a_fast_path_bug_falls_back_to_feedparser(monkeypatch: pytest.MonkeyPatc
     assert outcome(data, True) == expected
 
 
+def test_exhausted_limits_are_not_retried_with_feedparser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory or stack exhausted by a document is the worker's limit speaking, not a port bug."""
+    data = rss("<item><title>x</title><guid>g</guid></item>")
+
+    def exhausted(*_args: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(parse, "parse_prepared", exhausted)
+    with pytest.raises(MemoryError):
+        parse_feed(data, url=URL, fast_path=True)
+
+
 def test_environment_switch_turns_the_fast_path_off() -> None:
     code = "from ingestd.pipeline import parse; print(parse.FAST_PATH)"
     env = {"INGESTD_FASTPARSE": "0", "PATH": "/usr/bin:/bin"}
