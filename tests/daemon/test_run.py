@@ -204,3 +204,24 @@ def test_sigterm_drains_within_grace_and_second_sigint_forces(tmp_path: Path) ->
             release.set()
     assert "cancelled 1 poll(s)" in log.read_text()
     assert count(db, "SELECT COUNT(*) FROM feeds WHERE lease_until IS NOT NULL") == 0
+
+
+def test_a_backlog_is_claimed_as_slots_free_not_tick_by_tick(tmp_path: Path) -> None:
+    """40 due feeds, 4 claimed at a time, a 60 s tick: all are polled long before the next tick."""
+    with serve(FeedServer()) as server:
+        names = [f"f{i}.xml" for i in range(40)]
+        for name in names:
+            server.files[name] = rss(name.removesuffix(".xml"), 1)
+        env, db = make_env(tmp_path, server.port, 'tick = "60s"\ngrace = "10s"')
+        env["INGESTD_FETCH_CONCURRENCY"] = "2"  # claims 2 x 2 feeds at a time
+        ingestd(env, "feeds", "add", "--no-discover", *(server.url(n) for n in names))
+        log = tmp_path / "stderr.log"
+        with daemon(env, log) as proc:
+            wait_for(
+                lambda: count(db, "SELECT COUNT(DISTINCT feed_id) FROM fetch_log") == 40,
+                45,
+                "every feed polled once",
+            )
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log.read_text()
+    assert count(db, "SELECT COUNT(*) FROM articles") == 40
