@@ -22,7 +22,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, TextClause, bindparam, delete, insert, or_, select, text, update
+from sqlalchemy import (
+    ClauseElement,
+    Connection,
+    TextClause,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from ingestd.models import CleanArticle, IdentityKeys, SaveStats
 from ingestd.store.sql import articles, feeds, naive, reserve_seq, sources, text_safe
@@ -498,7 +509,7 @@ class _Poll:
         if self.new_bands:
             # 32 rows per story: straight to the driver (SQLAlchemy's per-row work would double the cost).
             rows = [(v, band, self._resolve(a)) for v, band, a in self.new_bands]
-            _executemany(self.conn, "near_dup_bands", ("value", "band", "article_id"), rows)
+            _insert_bands(self.conn, rows)
             self.new_bands = []
 
     def _flush_articles(self) -> None:
@@ -537,6 +548,7 @@ class _Poll:
                 self.sources[r.guid_key].id = int(r.id)
 
 
+@functools.cache
 def candidate_query(bands: int) -> TextClause:
     """Stored stories sharing one of ``bands`` band hashes (``:b0``...), with their sketches.
 
@@ -551,50 +563,41 @@ def candidate_query(bands: int) -> TextClause:
     )
 
 
-@functools.cache
-def _candidates_statement(dialect: Any, bands: int) -> tuple[str, tuple[str, ...]]:
-    """``candidate_query`` compiled once for the dialect: the driver's SQL and its parameter order.
+_BAND_COLUMNS = ("value", "band", "article_id")
+_INSERT_BAND = insert(bands_t).values({c: bindparam(c) for c in _BAND_COLUMNS})
 
-    It runs once per new long story, so SQLAlchemy's per-execution work (cache
-    key, parameter processing) would cost more than the index search itself.
+
+@functools.cache
+def _driver_sql(dialect: Any, statement: ClauseElement) -> tuple[str, tuple[str, ...]]:
+    """A constant statement compiled once for the dialect: the driver's SQL and, for a
+    positional paramstyle (SQLite's qmark), the order of its parameters.
+
+    The near-duplicate statements run once per new long story and per band, where
+    SQLAlchemy's per-execution work (cache key, parameter processing) would cost more
+    than the index search or insert itself.
     """
-    compiled = candidate_query(bands).compile(dialect=dialect)
+    compiled: Any = statement.compile(dialect=dialect)  # an SQLCompiler: it has positiontup
     return str(compiled), tuple(compiled.positiontup or ())
 
 
 def _candidates(conn: Connection, band_hashes: Sequence[int]) -> tuple[str, Any]:
     """The driver-level statement and parameters for ``exec_driver_sql``."""
-    sql_text, order = _candidates_statement(conn.dialect, len(band_hashes))
+    sql_text, order = _driver_sql(conn.dialect, candidate_query(len(band_hashes)))
     values = {f"b{i}": v for i, v in enumerate(band_hashes)}
-    if order:  # a positional paramstyle (SQLite's qmark)
-        return sql_text, tuple(values[name] for name in order)
-    return sql_text, values
+    return sql_text, (tuple(values[name] for name in order) if order else values)
 
 
-@functools.cache
-def _insert_statement(dialect: Any, table: str, columns: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """An INSERT of ``columns`` compiled once for the dialect: the driver's SQL and its parameter order."""
-    stmt = insert(_TABLES[table]).values({c: bindparam(c) for c in columns})
-    compiled = stmt.compile(dialect=dialect)
-    return str(compiled), tuple(compiled.positiontup or ())
-
-
-def _executemany(
-    conn: Connection, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """Insert many rows through the driver's ``executemany``, in this connection's transaction."""
-    sql_text, order = _insert_statement(conn.dialect, table, columns)
-    if order:  # positional paramstyle (SQLite's qmark)
-        index = [columns.index(name) for name in order]
-        params: Any = (
-            rows if index == list(range(len(columns))) else [tuple(r[i] for i in index) for r in rows]
-        )
+def _insert_bands(conn: Connection, rows: Sequence[tuple[int, int, int]]) -> None:
+    """Insert (value, band, article_id) rows through the driver's ``executemany``."""
+    sql_text, order = _driver_sql(conn.dialect, _INSERT_BAND)
+    if not order:
+        params: Any = [dict(zip(_BAND_COLUMNS, r, strict=True)) for r in rows]
+    elif order == _BAND_COLUMNS:
+        params = rows
     else:
-        params = [dict(zip(columns, r, strict=True)) for r in rows]
+        index = [_BAND_COLUMNS.index(name) for name in order]
+        params = [tuple(r[i] for i in index) for r in rows]
     conn.exec_driver_sql(sql_text, params)
-
-
-_TABLES = {"near_dup_bands": bands_t}
 
 
 def save_articles(

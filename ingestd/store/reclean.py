@@ -41,7 +41,8 @@ log = logging.getLogger("ingestd.reclean")
 
 Cleaner = Callable[[ParsedEntry, FeedContext], CleanArticle]
 
-# What a cleaning produces; compared to decide whether the row changed.
+# What a cleaning produces and re-cleaning re-derives (identity, dates and the raw HTML stay as
+# stored); compared to decide whether the row changed.
 RENDERING_COLUMNS = (
     "title",
     "author",
@@ -118,26 +119,9 @@ def _json_list(value: str | None) -> list[Any]:
     return data if isinstance(data, list) else []
 
 
-#: What re-cleaning re-derives; identity, dates and the raw HTML stay as stored.
-_RENDERING = (
-    "title",
-    "author",
-    "summary",
-    "subtitle",
-    "content_html",
-    "content_text",
-    "content_markdown",
-    "word_count",
-    "reading_time",
-    "image_url",
-    "images",
-    "language",
-)
-
-
 def _rendering(article: CleanArticle, row: Any) -> dict[str, Any]:
     columns = article_columns(article)
-    values = {k: columns[k] for k in _RENDERING}
+    values = {k: columns[k] for k in RENDERING_COLUMNS}
     values["is_paywalled"] = article.is_paywalled or (row.body_source != "feed" and bool(row.is_paywalled))
     return values
 
