@@ -76,10 +76,8 @@ _WARNING_MAX = 500
 _HEAD = 2048
 _UTF8_HEADERS = {"content-type": "application/xml; charset=utf-8"}
 
-_C0_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _BLANK = b" \t\r\n\x00\xef\xbb\xbf\xfe\xff"  # whitespace, NUL and byte-order marks
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_C0_OR_SURROGATE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")  # C0 but tab/LF/CR; lone surrogates
 _SPACES = re.compile(r"\s+")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _URL_JUNK = re.compile(r"[\x00-\x20]")
@@ -412,13 +410,13 @@ def _finish_entry(raw: ParsedEntry, limits: FieldLimits, latest: datetime) -> Pa
 
 def _text(value: str, cap: int) -> str:
     """Without C0 controls (bar tab, LF, CR) and lone surrogates, stripped, at most ``cap`` chars."""
-    if _C0_OR_SURROGATE.search(value) is None:  # one scan for the common case
-        return value.strip()[:cap].strip()
-    if _C0_RE.search(value) is not None:
-        value = _C0_RE.sub("", value)
-    if not value.isascii():
-        value = _SURROGATE.sub("\ufffd", value)
+    if _UNSAFE.search(value) is not None:  # searched first: nearly every value is clean
+        value = _UNSAFE.sub(_replace_unsafe, value)
     return value.strip()[:cap].strip()
+
+
+def _replace_unsafe(match: re.Match[str]) -> str:
+    return "\ufffd" if match.group() >= "\ud800" else ""
 
 
 def _line(value: str, cap: int) -> str:
