@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ClauseElement,
     Connection,
     TextClause,
@@ -56,6 +57,33 @@ _INSERT_ARTICLES = insert(articles).returning(articles.c.id, sort_by_parameter_o
 _SET_NEAR = (
     update(articles).where(articles.c.id == bindparam("_id")).values(near_duplicate_of=bindparam("_near"))
 )
+# The reads of every poll, built once (building a Core statement costs more than running it).
+_FEED: BindParameter[int] = bindparam("feed")
+_KEYS: BindParameter[Any] = bindparam("keys", expanding=True)
+_GUID_MODE = select(feeds.c.guid_mode).where(feeds.c.id == _FEED)
+_SOURCES_BY_GUID = select(
+    sources.c.id, sources.c.guid_key, sources.c.article_id, sources.c.entry_hash, sources.c.url_key
+).where(sources.c.feed_id == _FEED, sources.c.guid_key.in_(_KEYS))
+_SOURCE_LINKS = select(sources.c.url_key).where(sources.c.feed_id == _FEED, sources.c.url_key.in_(_KEYS))
+_TITLES = select(articles.c.id, articles.c.title).where(articles.c.id.in_(bindparam("ids", expanding=True)))
+_TOMBSTONED_GUIDS = select(tombstones.c.guid_key).where(
+    tombstones.c.feed_id == _FEED, tombstones.c.guid_key.in_(_KEYS)
+)
+_TOMBSTONED_URLS = select(tombstones.c.url_key).where(tombstones.c.url_key.in_(_KEYS))
+_TOMBSTONED_HASHES = select(tombstones.c.guid_key, tombstones.c.entry_hash).where(
+    tombstones.c.feed_id == _FEED, tombstones.c.guid_key.is_not(None)
+)
+_ARTICLES_BY_URL = (
+    select(articles.c.id, articles.c.url_key, articles.c.canonical_url)
+    .where(or_(articles.c.url_key.in_(_KEYS), articles.c.canonical_url.in_(_KEYS)))
+    .order_by(articles.c.id.desc())
+)
+_ARTICLES_BY_HASH = (
+    select(articles.c.id, articles.c.content_hash)
+    .where(articles.c.content_hash.in_(_KEYS))
+    .order_by(articles.c.id.desc())
+)
+_NEAR_OF = select(articles.c.near_duplicate_of).where(articles.c.id == bindparam("id"))
 
 
 def article_columns(article: CleanArticle) -> dict[str, Any]:
@@ -191,26 +219,17 @@ class _Poll:
         found = {
             r.guid_key: (r.url_key, r.article_id)
             for r in self.conn.execute(
-                select(sources.c.guid_key, sources.c.url_key, sources.c.article_id).where(
-                    sources.c.feed_id == self.feed_id, sources.c.guid_key.in_([g for g, _, _ in keyed])
-                )
+                _SOURCES_BY_GUID, {"feed": self.feed_id, "keys": [g for g, _, _ in keyed]}
             )
         }
         known_links = {
             r.url_key
             for r in self.conn.execute(
-                select(sources.c.url_key).where(
-                    sources.c.feed_id == self.feed_id,
-                    sources.c.url_key.in_([u for _, u, _ in keyed if u]),
-                )
+                _SOURCE_LINKS, {"feed": self.feed_id, "keys": [u for _, u, _ in keyed if u]}
             )
         }
         titles: dict[int, str] = dict(
-            self.conn.execute(
-                select(articles.c.id, articles.c.title).where(
-                    articles.c.id.in_([aid for _, aid in found.values()])
-                )
-            ).all()
+            self.conn.execute(_TITLES, {"ids": [aid for _, aid in found.values()]}).all()
         )
         broken = 0
         in_batch: dict[str, tuple[str | None, str]] = {}
@@ -237,34 +256,18 @@ class _Poll:
         urls = [u for _a, k, _g in batch for u in (_url_key(k), text_safe(k.canonical_url))]
         for chunk in _chunks(guids):
             self.tomb_guids.update(
-                r[0]
-                for r in conn.execute(
-                    select(tombstones.c.guid_key).where(
-                        tombstones.c.feed_id == self.feed_id, tombstones.c.guid_key.in_(chunk)
-                    )
-                )
+                r[0] for r in conn.execute(_TOMBSTONED_GUIDS, {"feed": self.feed_id, "keys": chunk})
             )
         for chunk in _chunks(urls):
-            self.tomb_urls.update(
-                r[0]
-                for r in conn.execute(select(tombstones.c.url_key).where(tombstones.c.url_key.in_(chunk)))
-            )
-            rows = conn.execute(
-                select(articles.c.id, articles.c.url_key, articles.c.canonical_url)
-                .where(or_(articles.c.url_key.in_(chunk), articles.c.canonical_url.in_(chunk)))
-                .order_by(articles.c.id.desc())
-            )
+            self.tomb_urls.update(r[0] for r in conn.execute(_TOMBSTONED_URLS, {"keys": chunk}))
+            rows = conn.execute(_ARTICLES_BY_URL, {"keys": chunk})
             for r in rows:  # descending, so the oldest story wins
                 for key in (r.url_key, r.canonical_url):
                     if key in chunk:
                         self.by_url[key] = int(r.id)
         hashes = [k.content_hash for a, k, _g in batch if _long_enough(a)]
         for chunk in _chunks(hashes):
-            rows = conn.execute(
-                select(articles.c.id, articles.c.content_hash)
-                .where(articles.c.content_hash.in_(chunk))
-                .order_by(articles.c.id.desc())
-            )
+            rows = conn.execute(_ARTICLES_BY_HASH, {"keys": chunk})
             for r in rows:
                 self.by_hash[r.content_hash] = int(r.id)
 
@@ -272,15 +275,7 @@ class _Poll:
         todo = [g for g in guids if g not in self.looked_up]
         self.looked_up.update(todo)
         for chunk in _chunks(todo):
-            rows = self.conn.execute(
-                select(
-                    sources.c.id,
-                    sources.c.guid_key,
-                    sources.c.article_id,
-                    sources.c.entry_hash,
-                    sources.c.url_key,
-                ).where(sources.c.feed_id == self.feed_id, sources.c.guid_key.in_(chunk))
-            )
+            rows = self.conn.execute(_SOURCES_BY_GUID, {"feed": self.feed_id, "keys": chunk})
             for r in rows:
                 self.sources[r.guid_key] = _Source(int(r.article_id), r.entry_hash, r.url_key, id=int(r.id))
 
@@ -482,9 +477,7 @@ class _Poll:
         their overflow pages).
         """
         if article_id not in self.near_of:
-            self.near_of[article_id] = self.conn.execute(
-                select(articles.c.near_duplicate_of).where(articles.c.id == article_id)
-            ).scalar()
+            self.near_of[article_id] = self.conn.execute(_NEAR_OF, {"id": article_id}).scalar()
         return self.near_of[article_id] or article_id
 
     # -- writing ---------------------------------------------------------------
@@ -539,11 +532,7 @@ class _Poll:
         """Sources written by the last flush get their ids (for a later update in the batch)."""
         unknown = [gk for gk, src in self.sources.items() if src.id is None and src.pending is None]
         for chunk in _chunks(unknown):
-            rows = self.conn.execute(
-                select(sources.c.id, sources.c.guid_key).where(
-                    sources.c.feed_id == self.feed_id, sources.c.guid_key.in_(chunk)
-                )
-            )
+            rows = self.conn.execute(_SOURCES_BY_GUID, {"feed": self.feed_id, "keys": chunk})
             for r in rows:
                 self.sources[r.guid_key].id = int(r.id)
 
@@ -608,7 +597,7 @@ def save_articles(
 ) -> SaveStats:
     """Insert new stories, update changed ones, attach duplicates as sources."""
     poll = _Poll(conn, feed_id, now)
-    mode = conn.execute(select(feeds.c.guid_mode).where(feeds.c.id == feed_id)).scalar_one_or_none()
+    mode = conn.execute(_GUID_MODE, {"feed": feed_id}).scalar_one_or_none()
     if mode != "link" and poll.guids_unstable(items):
         conn.execute(update(feeds).where(feeds.c.id == feed_id).values(guid_mode="link"))
         mode = "link"
@@ -650,9 +639,5 @@ def tombstone_articles(conn: Connection, ids: Sequence[int], now: datetime, reas
 
 def tombstoned_entry_hashes(conn: Connection, feed_id: int) -> dict[str, str]:
     """Tombstoned sources as guid_key -> entry_hash: the worker skips them before cleaning."""
-    rows = conn.execute(
-        select(tombstones.c.guid_key, tombstones.c.entry_hash).where(
-            tombstones.c.feed_id == feed_id, tombstones.c.guid_key.is_not(None)
-        )
-    )
+    rows = conn.execute(_TOMBSTONED_HASHES, {"feed": feed_id})
     return {r.guid_key: r.entry_hash for r in rows if r.entry_hash}

@@ -6,12 +6,13 @@ PostgreSQL; anything dialect-specific is marked and stays in this package.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Update, and_, bindparam, delete, func, insert, or_, select, update
 
 from ingestd.models import FeedToPoll, FeedUpdate
 from ingestd.store.tables import Article, ArticleSource, Counter, Feed, FetchLog
@@ -23,6 +24,7 @@ fetch_log = FetchLog.__table__  # type: ignore[attr-defined]
 counters = Counter.__table__  # type: ignore[attr-defined]
 
 FETCH_LOG_KEEP = 20
+_LOG_COLUMNS = ("feed_id", "at", "outcome", "http_status", "bytes", "duration", "new", "error")
 # C0 controls but tab, newline and carriage return (PostgreSQL rejects NUL, and none is
 # text), and lone surrogates (not encodable). A regex scan is ~100x faster than
 # str.translate on the long bodies that nearly never contain any.
@@ -86,12 +88,7 @@ def reserve_seq(conn: Connection, count: int) -> int:
     Numbers reserved and left unused leave a hole in the numbering, never a
     row a reader can miss.
     """
-    value = conn.execute(
-        update(counters)
-        .where(counters.c.name == "seq")
-        .values(value=counters.c.value + count)
-        .returning(counters.c.value)
-    ).scalar_one_or_none()
+    value = conn.execute(_TAKE_SEQ, {"count": count}).scalar_one_or_none()
     if value is None:
         conn.execute(insert(counters).values(name="seq", value=count))
         return count
@@ -99,7 +96,7 @@ def reserve_seq(conn: Connection, count: int) -> int:
 
 
 def known_entry_hashes(conn: Connection, feed_id: int) -> dict[str, str]:
-    rows = conn.execute(select(sources.c.guid_key, sources.c.entry_hash).where(sources.c.feed_id == feed_id))
+    rows = conn.execute(_ENTRY_HASHES, {"feed": feed_id})
     return {row.guid_key: row.entry_hash for row in rows}
 
 
@@ -112,13 +109,12 @@ def apply_feed_update(conn: Connection, feed_id: int, upd: FeedUpdate, new: int)
         "lease_owner": None,
         "http_status": upd.http_status,
     }
-    if upd.outcome in ("new", "not_modified"):
+    failed = upd.outcome not in ("new", "not_modified")
+    if not failed:
         values.update(error_count=0, last_error=None, last_success_at=naive(upd.polled_at))
         values["status"] = "active"
-    elif upd.outcome == "gone":
-        values.update(status="gone", last_error=text_safe(upd.error), error_count=feeds.c.error_count + 1)
-    else:
-        values.update(status="failing", last_error=text_safe(upd.error), error_count=feeds.c.error_count + 1)
+    else:  # error_count + 1, in the statement
+        values.update(status="gone" if upd.outcome == "gone" else "failing", last_error=text_safe(upd.error))
     if upd.outcome == "new":
         # The validators commit with the articles they describe, never before them.
         values.update(etag=upd.etag, last_modified=upd.last_modified)
@@ -133,35 +129,62 @@ def apply_feed_update(conn: Connection, feed_id: int, upd: FeedUpdate, new: int)
     if upd.language is not None:
         values["language"] = upd.language[:35]
     if upd.new_url:
-        taken = conn.execute(select(feeds.c.id).where(feeds.c.url == upd.new_url)).scalar_one_or_none()
+        taken = conn.execute(_FEED_BY_URL, {"url": upd.new_url}).scalar_one_or_none()
         if taken is None:
             values["url"] = upd.new_url
     # A paused feed stays paused even if a poll was in flight when it was paused.
-    conn.execute(update(feeds).where(feeds.c.id == feed_id, feeds.c.status != "paused").values(**values))
+    conn.execute(_feed_update(tuple(values), failed), {**values, "_feed": feed_id})
+    conn.execute(_RELEASE_PAUSED, {"_feed": feed_id})
     conn.execute(
-        update(feeds)
-        .where(feeds.c.id == feed_id, feeds.c.status == "paused")
-        .values(lease_until=None, lease_owner=None)
+        _INSERT_LOG,
+        {
+            "feed_id": feed_id,
+            "at": naive(upd.polled_at),
+            "outcome": upd.outcome,
+            "http_status": upd.http_status,
+            "bytes": upd.bytes,
+            "duration": upd.duration,
+            "new": new,
+            "error": text_safe(upd.error),
+        },
     )
-    conn.execute(
-        insert(fetch_log).values(
-            feed_id=feed_id,
-            at=naive(upd.polled_at),
-            outcome=upd.outcome,
-            http_status=upd.http_status,
-            bytes=upd.bytes,
-            duration=upd.duration,
-            new=new,
-            error=text_safe(upd.error),
-        )
-    )
-    old = (
+    conn.execute(_TRIM_LOG, {"_feed": feed_id})
+
+
+_TAKE_SEQ = (
+    update(counters)
+    .where(counters.c.name == "seq")
+    .values(value=counters.c.value + bindparam("count"))
+    .returning(counters.c.value)
+)
+_ENTRY_HASHES = select(sources.c.guid_key, sources.c.entry_hash).where(sources.c.feed_id == bindparam("feed"))
+# The statements of every poll, built once: building a Core statement costs ~5x more than
+# running it (0.35 s of CPU on the store thread for 450 unchanged feeds, 0.06 s in SQLite).
+_FEED_BY_URL = select(feeds.c.id).where(feeds.c.url == bindparam("url"))
+_RELEASE_PAUSED = (
+    update(feeds)
+    .where(feeds.c.id == bindparam("_feed"), feeds.c.status == "paused")
+    .values(lease_until=None, lease_owner=None)
+)
+_INSERT_LOG = insert(fetch_log).values({c: bindparam(c) for c in _LOG_COLUMNS})
+_TRIM_LOG = delete(fetch_log).where(
+    fetch_log.c.id.in_(
         select(fetch_log.c.id)
-        .where(fetch_log.c.feed_id == feed_id)
+        .where(fetch_log.c.feed_id == bindparam("_feed"))
         .order_by(fetch_log.c.id.desc())
         .offset(FETCH_LOG_KEEP)
+        .scalar_subquery()
     )
-    conn.execute(delete(fetch_log).where(fetch_log.c.id.in_(old.scalar_subquery())))
+)
+
+
+@functools.cache
+def _feed_update(columns: tuple[str, ...], failed: bool) -> Update:
+    """The feed row's update for one set of columns (a handful of shapes in all)."""
+    values: dict[str, Any] = {c: bindparam(c) for c in columns}
+    if failed:
+        values["error_count"] = feeds.c.error_count + 1
+    return update(feeds).where(feeds.c.id == bindparam("_feed"), feeds.c.status != "paused").values(values)
 
 
 def _to_poll(row: Any) -> FeedToPoll:
