@@ -203,7 +203,7 @@ def test_short_texts_are_never_near_duplicates(store: Store) -> None:
 def test_near_duplicate_lookup_uses_the_band_index(store: Store) -> None:
     """Bounded cost: the candidate query is an index search on near_dup_bands, never a scan or sort."""
     with store.engine.connect() as conn:
-        sql, params = identity._candidates(conn, list(range(32)))
+        sql, params = identity.candidate_statement(conn, list(range(32)))
         plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))
     assert plan.startswith("SEARCH b USING PRIMARY KEY (value=?)"), plan
     assert "SCAN" not in plan, plan
