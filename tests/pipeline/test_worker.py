@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +40,39 @@ def test_a_task_named_by_import_path_runs_in_the_worker() -> None:
         assert asyncio.run(pool.run(ByName("tests.pipeline.test_worker:spin_swallowing"), 0.0)) == "finished"
     finally:
         pool.close()
+
+
+SCRIPT = """
+import asyncio, os, sys
+from pathlib import Path
+
+if __name__ == "__mp_main__":  # multiprocessing re-running this script in a worker
+    Path(sys.argv[1]).write_text("re-run in a worker")
+    raise SystemExit("must not happen")
+
+from ingestd.pipeline.worker import ByName, WorkerPool
+
+if __name__ == "__main__":
+    pool = WorkerPool(workers=1)
+    try:
+        print(asyncio.run(pool.run(ByName("os:getpid"))) != os.getpid())
+    finally:
+        pool.close()
+"""
+
+
+def test_workers_do_not_run_the_main_script_again(tmp_path: Path) -> None:
+    """Like the ``ingestd`` console script: a main script without a module spec, run by path.
+
+    multiprocessing would execute it again in every worker (for ``ingestd``: the CLI, the
+    store and SQLAlchemy imported for nothing in each).
+    """
+    script = tmp_path / "main_script.py"
+    script.write_text(SCRIPT)
+    marker = tmp_path / "marker"
+    done = subprocess.run(
+        [sys.executable, str(script), str(marker)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+    assert not marker.exists()
