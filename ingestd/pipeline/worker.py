@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from ingestd.exceptions import CleanError
@@ -174,17 +175,23 @@ class WorkerPool:
 
 
 def _workers_skip_main() -> None:
-    """Keep every new worker from running this process's main script again.
+    """Keep every new worker from running the ``ingestd`` console script again.
 
-    A ``__main__`` without a module spec (the ``ingestd`` console script, or
-    any script run by path) is re-executed by multiprocessing in each worker
-    it starts: for ``ingestd`` that imports the CLI, the store and SQLAlchemy
-    (0.4 s of CPU and ~25 MB per worker) for nothing, since a worker runs
-    only functions named by import path. A spec named ``ingestd.__main__`` is
-    one that multiprocessing skips, exactly as under ``python -m ingestd``.
+    multiprocessing re-executes a main script that has no module spec (one
+    run by path, as console scripts are) in each worker it starts: for
+    ``ingestd`` that imports the CLI, the store and SQLAlchemy (0.4 s of CPU
+    per worker) for nothing, since a worker runs only functions named by
+    import path. A spec named ``ingestd.__main__`` is one multiprocessing
+    skips, exactly as under ``python -m ingestd``. Other main scripts (a
+    program using ingestd as a library) are left as they are: their own
+    workers may need them.
     """
     main = sys.modules.get("__main__")
-    if main is not None and getattr(main, "__spec__", None) is None:
+    if (
+        main is not None
+        and getattr(main, "__spec__", None) is None
+        and Path(getattr(main, "__file__", None) or "").name == "ingestd"
+    ):
         main.__spec__ = importlib.machinery.ModuleSpec("ingestd.__main__", None)
 
 

@@ -61,13 +61,13 @@ if __name__ == "__main__":
 """
 
 
-def test_workers_do_not_run_the_main_script_again(tmp_path: Path) -> None:
-    """Like the ``ingestd`` console script: a main script without a module spec, run by path.
+def test_workers_do_not_run_the_ingestd_script_again(tmp_path: Path) -> None:
+    """A main script named ``ingestd`` without a module spec, run by path, as the console script is.
 
     multiprocessing would execute it again in every worker (for ``ingestd``: the CLI, the
     store and SQLAlchemy imported for nothing in each).
     """
-    script = tmp_path / "main_script.py"
+    script = tmp_path / "ingestd"
     script.write_text(SCRIPT)
     marker = tmp_path / "marker"
     done = subprocess.run(
