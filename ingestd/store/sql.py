@@ -132,9 +132,10 @@ def apply_feed_update(conn: Connection, feed_id: int, upd: FeedUpdate, new: int)
         taken = conn.execute(_FEED_BY_URL, {"url": upd.new_url}).scalar_one_or_none()
         if taken is None:
             values["url"] = upd.new_url
-    # A paused feed stays paused even if a poll was in flight when it was paused.
-    conn.execute(_feed_update(tuple(values), failed), {**values, "_feed": feed_id})
-    conn.execute(_RELEASE_PAUSED, {"_feed": feed_id})
+    # A paused feed stays paused even if a poll was in flight when it was paused: it only loses
+    # its lease (a second statement, needed only then).
+    if not conn.execute(_feed_update(tuple(values), failed), {**values, "_feed": feed_id}).rowcount:
+        conn.execute(_RELEASE_PAUSED, {"_feed": feed_id})
     conn.execute(
         _INSERT_LOG,
         {

@@ -186,6 +186,23 @@ def test_paused_and_gone_feeds_are_not_claimed(store: Store) -> None:
     assert [f.url for f in store.claim(limit=10, lease_seconds=1)] == ["http://example.test/b"]
 
 
+def test_a_feed_paused_during_its_poll_stays_paused_and_loses_its_lease(store: Store) -> None:
+    paused, _ = store.add_feed("http://example.test/paused")
+    active, _ = store.add_feed("http://example.test/active")
+    assert len(store.claim(limit=10, lease_seconds=600)) == 2
+    store.set_paused(paused, True)  # while its poll is in flight
+    store.save_poll(paused, _ok(), [_item("p", "http://example.test/p")])
+    store.save_poll(active, _ok(), [_item("a", "http://example.test/a")])
+    conn = sqlite3.connect(str(store.engine.url.database))
+    rows = dict(conn.execute("SELECT url, status || ' ' || COALESCE(lease_until, 'no lease') FROM feeds"))
+    assert rows == {
+        "http://example.test/paused": "paused no lease",
+        "http://example.test/active": "active no lease",
+    }
+    assert conn.execute("SELECT COUNT(*) FROM fetch_log").fetchone()[0] == 2
+    assert store.count_articles() == 2
+
+
 def test_nul_and_controls_are_stripped(store: Store) -> None:
     fid, _ = store.add_feed("http://example.test/feed")
     article = CleanArticle(
