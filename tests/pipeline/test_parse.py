@@ -549,6 +549,28 @@ def test_a_100_kib_author_does_not_stall_feedparser(element: str) -> None:
     assert len(feed.entries[0].author) <= 500
 
 
+def test_a_new_namespace_prefix_per_element_is_refused_quickly() -> None:
+    """feedparser scans every declared prefix for each element of an unknown namespace."""
+    items = "".join(
+        f'<item><p{i}:x xmlns:p{i}="http://ns.example/{i}">v</p{i}:x><title>t{i}</title></item>'
+        for i in range(20_000)
+    )
+    started = time.monotonic()
+    with pytest.raises(ParseError, match=r"declares 20,003 XML namespace prefixes \(at most 256"):
+        parse(rss(items))
+    assert time.monotonic() - started < HOSTILE_SECONDS
+
+
+def test_feeds_with_a_few_dozen_prefixes_and_many_redeclarations_parse() -> None:
+    prefixes = " ".join(f'xmlns:ext{i}="http://ns.example/{i}"' for i in range(40))
+    redeclared = "".join(
+        f'<item><title>t{i}</title><ext1:x xmlns:ext1="http://ns.example/1">v</ext1:x></item>'
+        for i in range(400)
+    )
+    feed = parse(rss(redeclared).replace("<rss ", f"<rss {prefixes} ", 1))
+    assert len(feed.entries) == 400
+
+
 def test_author_cut_keeps_entities_and_cdata_sane() -> None:
     text = "Tom &amp; Jerry " * 100
     entry = parse(rss(item(extra=f"<author>{text}</author>"))).entries[0]
