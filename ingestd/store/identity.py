@@ -499,7 +499,7 @@ class _Poll:
             self.conn.execute(insert(sketches), self.new_sketches)
             self.new_sketches = []
         if self.new_bands:
-            # 32 rows per story: straight to the driver (SQLAlchemy's per-row work would double the cost).
+            # 16 rows per story: straight to the driver (SQLAlchemy's per-row work would double the cost).
             rows = [(v, band, self._resolve(a)) for v, band, a in self.new_bands]
             _insert_bands(self.conn, rows)
             self.new_bands = []

@@ -161,5 +161,6 @@ def test_identity_keys_carry_url_key_and_sketch() -> None:
     keys = dedupe.identity_keys("g", article, "e")
     assert (keys.guid_key, keys.url_key, keys.entry_hash) == ("g", "x.test/a", "e")
     assert keys.sketch is not None
-    assert len(keys.bands) == dedupe.SKETCH_BINS // dedupe.BAND_ROWS
+    assert len(keys.bands) == dedupe.BANDS
+    assert dedupe.BANDS * dedupe.BAND_ROWS <= dedupe.SKETCH_BINS
     assert keys.content_hash == dedupe.content_hash("T\n" + "word " * 60)
