@@ -48,6 +48,8 @@ class StoreLike(Protocol):
         self, feed_id: int, update_: FeedUpdate, items: Sequence[tuple[CleanArticle, IdentityKeys]] = ()
     ) -> SaveStats: ...
 
+    def save_feed_states(self, updates: Sequence[tuple[int, FeedUpdate]]) -> None: ...
+
 
 @dataclass(frozen=True)
 class PollPolicy:
@@ -116,9 +118,40 @@ class Ingestor:
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingestd-db")
         # host -> time before which no request goes there (429/503 Retry-After is per host).
         self._host_not_before: dict[str, datetime] = {}
+        # Polls that stored no article, waiting for the DB thread (see _save_feed_state).
+        self._feed_states: list[tuple[int, FeedUpdate, asyncio.Future[None]]] = []
+        self._feed_state_writer: asyncio.Task[None] | None = None
 
     async def _db_call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
+
+    async def _save_feed_state(self, feed_id: int, update: FeedUpdate) -> None:
+        """Record a poll that stored no article; those queued meanwhile share one transaction.
+
+        Nothing waits on purpose: the first goes to the DB thread at once, and
+        whatever queues while it (or a poll with articles) is written goes next,
+        together. A warm cycle is mostly 304s: one commit and one hand-off to
+        the DB thread per batch instead of per feed.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._feed_states.append((feed_id, update, done))
+        if self._feed_state_writer is None or self._feed_state_writer.done():
+            self._feed_state_writer = asyncio.ensure_future(self._write_feed_states())
+        await done
+
+    async def _write_feed_states(self) -> None:
+        while self._feed_states:
+            batch, self._feed_states = self._feed_states, []
+            try:
+                await self._db_call(self.store.save_feed_states, [(fid, upd) for fid, upd, _ in batch])
+            except Exception as e:  # StorageError: every poll of the batch learns it
+                for _fid, _upd, done in batch:
+                    if not done.done():
+                        done.set_exception(e)
+            else:
+                for _fid, _upd, done in batch:
+                    if not done.done():
+                        done.set_result(None)
 
     def close(self) -> None:
         self._db.shutdown(wait=True)
@@ -153,7 +186,7 @@ class Ingestor:
                     http_status=304,
                     duration=time.monotonic() - started,
                 )
-                await self._db_call(self.store.save_poll, feed.id, update)
+                await self._save_feed_state(feed.id, update)
                 return IngestResult(feed.id, feed.url, "not_modified", elapsed=update.duration)
             known = await self._db_call(self.store.entry_hashes, feed.id)
             processed: Processed = await self.pool.run(
@@ -262,7 +295,7 @@ class Ingestor:
             duration=time.monotonic() - started,
         )
         log.warning("feed %s: %s", feed.url, message, extra={"feed_id": feed.id, "feed_url": feed.url})
-        await self._db_call(self.store.save_poll, feed.id, update)
+        await self._save_feed_state(feed.id, update)
         return IngestResult(feed.id, feed.url, update.outcome, error=message, elapsed=update.duration)
 
     async def poll(self, feeds: Sequence[FeedToPoll], concurrency: int) -> list[IngestResult]:

@@ -318,6 +318,16 @@ class Store:
             sql.apply_feed_update(conn, feed_id, update_, stats.new)
             return stats
 
+    def save_feed_states(self, updates: Sequence[tuple[int, FeedUpdate]]) -> None:
+        """Record polls that stored no article (304s, failures), all in one transaction.
+
+        A cycle of unchanged feeds is mostly these; one commit for all that
+        queued up while the writer was busy, instead of one each.
+        """
+        with self._tx() as conn:
+            for feed_id, update_ in updates:
+                sql.apply_feed_update(conn, feed_id, update_, 0)
+
     def add_articles(self, feed_id: int, items: Sequence[tuple[CleanArticle, IdentityKeys]]) -> SaveStats:
         """Store articles that did not come from a poll (archive backfill, full text)."""
         with self._tx() as conn:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from ingestd.models import FeedToPoll
+from ingestd.exceptions import StorageError
+from ingestd.models import FeedToPoll, FeedUpdate, IngestResult
 from ingestd.pipeline.fetch import Fetcher, FetchPolicy
 from ingestd.pipeline.ingest import Ingestor, PollPolicy, next_poll_after_error, next_poll_after_success
 from ingestd.pipeline.process import posting_gap, process_document
@@ -173,3 +176,106 @@ def test_full_text_feed_takes_the_article_page(store: Store) -> None:
     assert "second paragraph of story 1" in rows[1]["content_text"]
     assert "Subscribe to our newsletter" not in rows[1]["content_text"]
     assert rows[1]["summary"].startswith("Teaser 1")
+
+
+def _unchanged_feeds(store: Store, server: FeedServer, count: int) -> list[FeedToPoll]:
+    """Feeds polled once (articles stored), so that the next poll of each is answered 304."""
+    names = [f"u{i}.xml" for i in range(count)]
+    for name in names:
+        server.files[name] = _rss(2)
+    ids = [store.add_feed(server.url(name))[0] for name in names]
+    first = [FeedToPoll(id=i, url=server.url(n)) for i, n in zip(ids, names, strict=True)]
+    policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
+
+    async def run() -> None:
+        pool = WorkerPool(1)
+        async with Fetcher(policy) as fetcher:
+            ing = Ingestor(store, fetcher, pool, POLICY)
+            try:
+                assert {r.outcome for r in await ing.poll(first, 4)} == {"new"}
+            finally:
+                ing.close()
+                pool.close()
+
+    asyncio.run(run())
+    feeds = []
+    for feed in first:
+        info = store.find_feed(feed.id)
+        assert info is not None
+        assert info.etag
+        feeds.append(FeedToPoll(id=feed.id, url=feed.url, etag=info.etag, last_modified=info.last_modified))
+    return feeds
+
+
+def test_polls_without_articles_queued_behind_a_busy_writer_share_one_transaction(store: Store) -> None:
+    with serve(FeedServer()) as server:
+        feeds = _unchanged_feeds(store, server, 6)
+        batches: list[list[int]] = []
+        writer_free = threading.Event()
+        save = store.save_feed_states
+
+        def slow_first(updates: Sequence[tuple[int, FeedUpdate]]) -> None:
+            batches.append([feed_id for feed_id, _ in updates])
+            if len(batches) == 1:  # the writer is busy with this batch until the test says so
+                writer_free.wait(30)
+            save(updates)
+
+        store.save_feed_states = slow_first  # type: ignore[method-assign]
+        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
+
+        async def run() -> list[str]:
+            pool = WorkerPool(1)
+            async with Fetcher(policy) as fetcher:
+                ing = Ingestor(store, fetcher, pool, POLICY)
+                try:
+                    polls = asyncio.ensure_future(ing.poll(feeds, 6))
+                    for _ in range(3000):  # until every 304 is either being written or queued
+                        if batches and len(batches[0]) + len(ing._feed_states) == len(feeds):
+                            break
+                        await asyncio.sleep(0.01)
+                    writer_free.set()
+                    return [r.outcome for r in await polls]
+                finally:
+                    writer_free.set()
+                    ing.close()
+                    pool.close()
+
+        outcomes = asyncio.run(run())
+    assert outcomes == ["not_modified"] * len(feeds)
+    # Whatever queued behind the busy writer went in one more transaction, not one each.
+    assert len(batches) <= 2
+    assert sorted(i for b in batches for i in b) == sorted(f.id for f in feeds)
+    with store.engine.connect() as conn:
+        logged = dict(
+            conn.exec_driver_sql(
+                "SELECT feed_id, count(*) FROM fetch_log WHERE outcome = 'not_modified' GROUP BY feed_id"
+            ).all()
+        )
+    assert logged == {f.id: 1 for f in feeds}
+
+
+def test_a_failed_batch_of_feed_states_fails_every_poll_in_it(store: Store) -> None:
+    with serve(FeedServer()) as server:
+        feeds = _unchanged_feeds(store, server, 3)
+
+        def broken(updates: Sequence[tuple[int, FeedUpdate]]) -> None:
+            raise StorageError("database error: disk I/O error")
+
+        store.save_feed_states = broken  # type: ignore[method-assign]
+        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
+
+        async def run() -> list[BaseException | IngestResult]:
+            pool = WorkerPool(1)
+            async with Fetcher(policy) as fetcher:
+                ing = Ingestor(store, fetcher, pool, POLICY)
+                try:
+                    return list(
+                        await asyncio.gather(*(ing.ingest_feed(f) for f in feeds), return_exceptions=True)
+                    )
+                finally:
+                    ing.close()
+                    pool.close()
+
+        results = asyncio.run(run())
+    assert len(results) == len(feeds)
+    assert all(isinstance(r, StorageError) for r in results), results

@@ -76,3 +76,25 @@ def test_workers_do_not_run_the_ingestd_script_again(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
     assert not marker.exists()
+
+
+def test_start_starts_the_workers_before_any_task() -> None:
+    """Workers start in the background: the first task finds them ready, the event loop never waits."""
+    pool = WorkerPool(workers=2)
+    try:
+        started = time.monotonic()
+        pool.start()
+        assert time.monotonic() - started < 1.0  # returns at once; the fork server imports meanwhile
+        deadline = time.monotonic() + 30
+        while len(_processes(pool)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_processes(pool)) == 2
+        pids = set(_processes(pool))
+        assert asyncio.run(pool.run(ByName("os:getpid"))) in pids  # no third worker was needed
+    finally:
+        pool.close()
+
+
+def _processes(pool: WorkerPool) -> dict[int, object]:
+    executor = pool._pool
+    return dict(getattr(executor, "_processes", None) or {})

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ingestd.exceptions import StorageError
 from ingestd.models import CleanArticle, FeedUpdate, IdentityKeys
 from ingestd.store import Store, open_store
 
@@ -258,3 +259,26 @@ def test_retention_per_feed_keeps_the_newest_and_tombstones_the_rest(store: Stor
     stats = store.save_poll(f1, _ok(), [dated(f"a{n}", n) for n in range(5)])
     assert stats.new == 0
     assert store.count_articles() == 5
+
+
+def test_feed_states_are_saved_together_or_not_at_all(store: Store) -> None:
+    a, _ = store.add_feed("http://example.test/a")
+    b, _ = store.add_feed("http://example.test/b")
+    now = datetime.now(UTC)
+    unchanged = FeedUpdate("not_modified", now, now + timedelta(hours=1), etag='"v2"', http_status=304)
+    failed = FeedUpdate("error", now, now + timedelta(hours=2), error="HTTP 500", http_status=500)
+    store.save_feed_states([(a, unchanged), (b, failed)])
+    fa, fb = store.find_feed(a), store.find_feed(b)
+    assert fa is not None
+    assert fb is not None
+    assert (fa.status, fa.etag, fa.error_count) == ("active", '"v2"', 0)
+    assert (fb.status, fb.last_error, fb.error_count) == ("failing", "HTTP 500", 1)
+    # A batch naming a feed that does not exist fails whole: the other feed's poll is not half-recorded.
+    later = FeedUpdate("not_modified", now, now + timedelta(hours=5), etag='"v3"', http_status=304)
+    with pytest.raises(StorageError):
+        store.save_feed_states([(a, later), (999, later)])
+    fa = store.find_feed(a)
+    assert fa is not None
+    assert fa.etag == '"v2"'
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM fetch_log").scalar() == 2
