@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,22 +111,24 @@ class WorkerPool:
         self.memory_bytes = memory_bytes
         self._pool: ProcessPoolExecutor | None = None
         self._generation = 0
+        self._starting: Future[None] | None = None  # set by start(), done once the workers are up
 
     def start(self) -> None:
         """Start the fork server and the workers now, without waiting for them.
 
         The server imports the parser and cleaner (~0.3 s on the 2-core bench
         machine) while the caller goes on. Starting a worker blocks until the
-        server is ready, so the workers are started from a thread: left to the
-        first task, that wait blocked the event loop (and every fetch) instead.
+        server is ready, so the workers are started from a thread, and ``run``
+        awaits that thread before submitting: left to the first task, the wait
+        blocked the event loop (and every fetch) instead.
         """
         pool = self._executor()
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
-        threading.Thread(
-            target=_start_workers, args=(pool, self.workers), name="ingestd-workers", daemon=True
-        ).start()
+        self._starting = Future()
+        args = (pool, self.workers, self._starting)
+        threading.Thread(target=_start_workers, args=args, name="ingestd-workers", daemon=True).start()
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -156,6 +158,8 @@ class WorkerPool:
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker; a broken pool is rebuilt and the task retried once."""
         loop = asyncio.get_running_loop()
+        if self._starting is not None and not self._starting.done():
+            await asyncio.wrap_future(self._starting)
         for attempt in (1, 2):
             pool = self._executor()
             generation = self._generation
@@ -180,13 +184,15 @@ class WorkerPool:
             _stop_forkserver()
 
 
-def _start_workers(pool: ProcessPoolExecutor, count: int) -> None:
+def _start_workers(pool: ProcessPoolExecutor, count: int, done: Future[None]) -> None:
     """Have the pool start its workers: it starts one per task submitted while none is idle."""
     try:
         for _ in range(count):
             pool.submit(int)
     except (RuntimeError, BrokenProcessPool):  # closed or broken meanwhile: the next task starts them
         pass
+    finally:
+        done.set_result(None)
 
 
 def _workers_skip_main() -> None:
