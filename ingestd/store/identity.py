@@ -51,7 +51,8 @@ MIN_WORDS = 50
 NEAR_DUPLICATE_SIMILARITY = 0.6
 #: Share of a poll's entries with broken guids above which the feed is keyed by link.
 UNSTABLE_GUIDS = 0.05
-_CANDIDATES = 20
+_CANDIDATES = 8  # stories compared, sketch to sketch, per new long story
+_PER_BAND = 5  # newest stories read per band hash
 # Many rows per statement, their ids returned in the order of the rows.
 _INSERT_ARTICLES = insert(articles).returning(articles.c.id, sort_by_parameter_order=True)
 _SET_NEAR = (
@@ -439,26 +440,32 @@ class _Poll:
             self.band_index.setdefault((i, v), []).append(article_id)
 
     def _near_duplicate(self, keys: IdentityKeys) -> int | None:
-        """The story this text nearly duplicates: its band buckets, then at most 20 sketch comparisons."""
+        """The story this text nearly duplicates: those sharing the most band hashes, then their sketches.
+
+        Every band hash reads at most its 5 newest stories (a hash that thousands
+        of stories share, a common phrase, costs no more than a rare one); the 8
+        stories sharing the most bands are compared, sketch to sketch. A pair at
+        the threshold (Jaccard 0.6) shares 3.5 of 16 bands on average, stories
+        that only share boilerplate one or none. (Comparing the first 20 stories
+        found instead spent a second of the store thread per cold bench cycle.)
+        """
         if keys.sketch is None or not keys.bands or len(keys.sketch) % 8:
             return None
-        candidates: list[int] = []
+        shared: dict[int, int] = {}
         for i, v in enumerate(keys.bands):  # stories of this batch, not written yet
             for article_id in self.band_index.get((i, v), ()):
-                if article_id not in candidates:
-                    candidates.append(article_id)
-        # Stories already stored: one index search per band hash, the sketches joined in the same
-        # statement, stopped after a few rows, so a band that thousands of stories share (a
-        # common phrase) costs no more than a rare one. (Ranking every band's rows in one query
-        # per poll instead reads whole popular bands: 3x slower on the bench farm.)
-        for article_id, sketch in _candidates(self.conn, keys.bands):
-            self.sketches.setdefault(article_id, sketch)
-            if article_id not in candidates:
-                candidates.append(article_id)
+                shared[article_id] = shared.get(article_id, 0) + 1
+        for article_id in _band_matches(self.conn, keys.bands):  # stories already stored
+            shared[article_id] = shared.get(article_id, 0) + 1
+        if not shared:
+            return None
+        # Most bands shared first; among equals, first found (this batch's, then the newest stored).
+        candidates = sorted(shared, key=shared.__getitem__, reverse=True)[:_CANDIDATES]
+        missing = [a for a in candidates if a not in self.sketches]
+        if missing:
+            self.sketches.update(_sketches(self.conn, missing))
         size = len(keys.sketch)
-        known = [
-            (a, sk) for a in candidates[:_CANDIDATES] if (sk := self.sketches.get(a)) and len(sk) == size
-        ]
+        known = [(a, sk) for a in candidates if (sk := self.sketches.get(a)) and len(sk) == size]
         if not known:
             return None
         sims = similarities(keys.sketch, [sk for _a, sk in known])
@@ -537,22 +544,27 @@ class _Poll:
 
 
 @functools.cache
-def candidate_query(bands: int) -> TextClause:
-    """Stored stories sharing one of ``bands`` band hashes (``:b0``...), with their sketches.
+def band_query(bands: int) -> TextClause:
+    """The newest stored stories under each of ``bands`` band hashes (``:v0``... for bands 0...).
 
-    One index search per hash, stopped after 20 rows, so a band that thousands
-    of stories share (a common phrase) costs no more than a rare one.
+    One index search per hash, each stopped after ``_PER_BAND`` rows, newest
+    first: the primary key (value, band, article_id) read backwards, no sort.
     """
+    parts = [
+        f"SELECT article_id FROM (SELECT article_id FROM near_dup_bands WHERE value = :v{i} AND band = {i}"  # noqa: S608 - placeholders and constants only
+        f" ORDER BY value DESC, band DESC, article_id DESC LIMIT {_PER_BAND}) AS b{i}"
+        for i in range(bands)
+    ]
+    return text(" UNION ALL ".join(parts))
+
+
+@functools.cache
+def sketch_query(count: int) -> TextClause:
     return text(
-        "SELECT b.article_id, s.sketch FROM near_dup_bands b"  # noqa: S608 - placeholders only
-        " JOIN near_dup_sketches s ON s.article_id = b.article_id"
-        " WHERE b.value IN (" + ", ".join(f":b{i}" for i in range(bands)) + ")"
-        f" LIMIT {_CANDIDATES}"
+        "SELECT article_id, sketch FROM near_dup_sketches WHERE article_id IN ("  # noqa: S608 - placeholders only
+        + ", ".join(f":a{i}" for i in range(count))
+        + ")"
     )
-
-
-_BAND_COLUMNS = ("value", "band", "article_id")
-_INSERT_BAND = insert(bands_t).values({c: bindparam(c) for c in _BAND_COLUMNS})
 
 
 @functools.cache
@@ -560,34 +572,50 @@ def _driver_sql(dialect: Any, statement: ClauseElement) -> tuple[str, tuple[str,
     """A constant statement compiled once for the dialect: the driver's SQL and, for a
     positional paramstyle (SQLite's qmark), the order of its parameters.
 
-    The near-duplicate statements run once per new long story and per band, where
-    SQLAlchemy's per-execution work (cache key, parameter processing) would cost more
-    than the index search or insert itself.
+    The near-duplicate statements run once per new long story, where
+    SQLAlchemy's per-execution work (cache key, parameter processing) would cost
+    more than the index searches themselves.
     """
     compiled: Any = statement.compile(dialect=dialect)  # an SQLCompiler: it has positiontup
     return str(compiled), tuple(compiled.positiontup or ())
 
 
-def candidate_statement(conn: Connection, band_hashes: Sequence[int]) -> tuple[str, Any]:
-    """The driver-level SQL and parameters of ``candidate_query`` for these band hashes."""
-    sql_text, order = _driver_sql(conn.dialect, candidate_query(len(band_hashes)))
-    values = {f"b{i}": v for i, v in enumerate(band_hashes)}
-    return sql_text, (tuple(values[name] for name in order) if order else values)
+def _driver_statement(
+    conn: Connection, statement: TextClause, prefix: str, values: Sequence[Any]
+) -> tuple[str, Any]:
+    sql_text, order = _driver_sql(conn.dialect, statement)
+    named = {f"{prefix}{i}": v for i, v in enumerate(values)}
+    return sql_text, (tuple(named[name] for name in order) if order else named)
 
 
-def _candidates(conn: Connection, band_hashes: Sequence[int]) -> list[tuple[int, bytes]]:
-    """(article id, sketch) of the stored stories sharing a band hash, at most ``_CANDIDATES``.
+def band_statement(conn: Connection, band_hashes: Sequence[int]) -> tuple[str, Any]:
+    """The driver-level SQL and parameters of ``band_query`` for these band hashes."""
+    return _driver_statement(conn, band_query(len(band_hashes)), "v", band_hashes)
 
-    Run on the driver's own cursor: once per new long story, up to 20 rows each
-    (200,000 rows on a cold poll of the bench farm), where SQLAlchemy's result
-    object cost more per row than the index search.
-    """
+
+def _fetch(conn: Connection, statement: tuple[str, Any]) -> list[Any]:
+    """Rows of a driver-level statement, on the driver's own cursor (run once or twice per new
+    long story: SQLAlchemy's result object cost more per row than the index search)."""
     cursor = conn.connection.cursor()
     try:
-        cursor.execute(*candidate_statement(conn, band_hashes))
-        return [(int(article_id), bytes(sketch)) for article_id, sketch in cursor.fetchall()]
+        cursor.execute(*statement)
+        return list(cursor.fetchall())
     finally:
         cursor.close()
+
+
+def _band_matches(conn: Connection, band_hashes: Sequence[int]) -> list[int]:
+    """Ids of stored stories sharing each band hash, once per band shared."""
+    return [int(article_id) for (article_id,) in _fetch(conn, band_statement(conn, band_hashes))]
+
+
+def _sketches(conn: Connection, article_ids: Sequence[int]) -> dict[int, bytes]:
+    statement = _driver_statement(conn, sketch_query(len(article_ids)), "a", article_ids)
+    return {int(article_id): bytes(sketch) for article_id, sketch in _fetch(conn, statement)}
+
+
+_BAND_COLUMNS = ("value", "band", "article_id")
+_INSERT_BAND = insert(bands_t).values({c: bindparam(c) for c in _BAND_COLUMNS})
 
 
 def _insert_bands(conn: Connection, rows: Sequence[tuple[int, int, int]]) -> None:
