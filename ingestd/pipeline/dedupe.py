@@ -163,7 +163,10 @@ def sketch(text: str) -> bytes | None:
     next full bin (rotation densification), so the sketch is aligned and can
     be cut into LSH bands. Equal bins estimate the Jaccard similarity.
     """
-    tokens = words(text)
+    return _sketch(words(text))
+
+
+def _sketch(tokens: list[str]) -> bytes | None:
     if len(tokens) < MIN_WORDS:
         return None
     # Each distinct word is hashed once; the rest is vectorised (a pure-Python loop over
@@ -214,11 +217,14 @@ NEAR_DUPLICATE_SIMILARITY = 0.6
 
 def identity_keys(guid_key_: str, article: CleanArticle, entry_hash_: str) -> IdentityKeys:
     """Every key the store matches a cleaned entry on, computed once in the worker."""
-    sk = sketch(article.content_text)
+    # The text is folded once for both keys (the fold of title + "\n" + text is the two folds
+    # joined: NFKC composes nothing across a line break, casefold is per character).
+    text = _fold(article.content_text)
+    sk = _sketch(_WORD.findall(text))
     return IdentityKeys(
         guid_key=guid_key_,
         canonical_url=article.canonical_url,
-        content_hash=content_hash(article.title + "\n" + article.content_text),
+        content_hash=_digest(" ".join((_fold(article.title) + "\n" + text).split())),
         entry_hash=entry_hash_,
         url_key=url_key(article.canonical_url or article.url, article.guid),
         sketch=sk,

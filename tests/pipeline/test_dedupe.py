@@ -164,3 +164,18 @@ def test_identity_keys_carry_url_key_and_sketch() -> None:
     assert len(keys.bands) == dedupe.BANDS
     assert dedupe.BANDS * dedupe.BAND_ROWS <= dedupe.SKETCH_BINS
     assert keys.content_hash == dedupe.content_hash("T\n" + "word " * 60)
+
+
+@pytest.mark.parametrize(
+    ("title", "text"),
+    [
+        ("Ｃafé ΣΊΣΥΦΟΣ", "\u0301Straße “quoted” ﬁne " * 20),
+        ("ascii title", "e\u0301 non-ASCII body, ﬀ ligatures and Ⅻ numerals " * 10),
+        ("Tïtle e\u0301", "plain ascii text " * 30),
+    ],
+)
+def test_identity_keys_fold_the_text_once_with_the_same_result(title: str, text: str) -> None:
+    article = CleanArticle(guid="g", url="https://x.test/a", title=title, content_text=text)
+    keys = dedupe.identity_keys("g", article, "e")
+    assert keys.content_hash == dedupe.content_hash(title + "\n" + text)
+    assert keys.sketch == dedupe.sketch(text)
