@@ -3,7 +3,7 @@
 ``open_store(url)`` gives a ``Store`` for SQLite (default, WAL) or PostgreSQL.
 Every poll is one transaction: the feed's new validators commit together with
 its articles, so a crash can never leave a 304-answering feed whose articles
-were lost.
+were lost. (Polls that store no article may share one: ``save_feed_states``.)
 """
 
 from __future__ import annotations
