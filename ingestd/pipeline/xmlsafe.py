@@ -10,6 +10,7 @@ non-backtracking pass over the bytes.
 
 from __future__ import annotations
 
+import codecs
 import html
 import re
 from typing import Any
@@ -37,6 +38,10 @@ _FIRST_ELEMENT = re.compile(rb"<\w")
 #: 0.7 MB: 2.4 s; 32,000: the worker's CPU limit). Real feeds declare a few dozen.
 MAX_PREFIXES = 256
 _PREFIX_DECL = re.compile(rb"xmlns:([A-Za-z_][\w.-]*)")
+# feedparser's RE_XML_DECLARATION and replacement (feedparser.encodings.convert_to_utf8), on bytes:
+# ">" is never part of a multi-byte UTF-8 sequence.
+_XML_DECLARATION = re.compile(rb"<\?xml[^>]*?>")
+_UTF8_DECLARATION = b"<?xml version='1.0' encoding='utf-8'?>"
 _AUTHOR_OPEN = re.compile(
     rb"<(?:[A-Za-z_][\w.-]{0,64}:)?(?:author|creator|managingeditor|webmaster|publisher)"
     rb"(?:\s[^<>]{0,2048})?>",
@@ -96,8 +101,8 @@ def _decode(content: bytes, headers: dict[str, str]) -> tuple[bytes, str | None]
     elif isinstance(exc, feedparser.CharacterEncodingOverride) and "us-ascii" not in str(exc):
         note = str(exc)  # (a text/* Content-Type without charset means us-ascii: nobody means that)
     else:
-        return _to_utf8(content, encoding), None
-    return _to_utf8(content, encoding), note
+        return _to_utf8(content, encoding, decodes=True), None
+    return _to_utf8(content, encoding, decodes=True), note
 
 
 def _sample(content: bytes) -> bytes:
@@ -116,10 +121,29 @@ def _decodes(content: bytes, encoding: str) -> bool:
     return True
 
 
-def _to_utf8(content: bytes, encoding: str) -> bytes:
-    """The document re-encoded by feedparser, its XML declaration saying utf-8."""
+def _to_utf8(content: bytes, encoding: str, *, decodes: bool = False) -> bytes:
+    """The document re-encoded by feedparser, its XML declaration saying utf-8.
+
+    ``decodes``: ``content`` is known to decode with ``encoding``. UTF-8 that
+    decodes is returned as feedparser would make it without a decode and
+    re-encode of the whole document (which changes no byte): its BOM dropped
+    and its declaration replaced by, or prefixed with, feedparser's own.
+    """
+    if decodes and _is_utf8(encoding):
+        body = content[len(codecs.BOM_UTF8) :] if content.startswith(codecs.BOM_UTF8) else content
+        declaration = _XML_DECLARATION.match(body)
+        if declaration is not None:
+            return _UTF8_DECLARATION + body[declaration.end() :]
+        return _UTF8_DECLARATION + b"\n" + body
     data: bytes = convert_to_utf8({"content-type": f"application/xml; charset={encoding}"}, content, {})
     return data
+
+
+def _is_utf8(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
 
 
 def _mostly_utf8(content: bytes) -> bool:

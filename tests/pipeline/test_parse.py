@@ -883,3 +883,48 @@ def test_corpus_mapping_details(shared_dir: Path) -> None:
 def test_entries_are_parsed_entries(shared_dir: Path) -> None:
     feed = parse_feed((shared_dir / "corpus" / "feeds" / "substack_zejiac99_en.xml").read_bytes(), url=URL)
     assert all(type(e) is ParsedEntry for e in feed.entries)
+
+
+# -- re-encoding: UTF-8 that decodes is not decoded and encoded again ----------------------------
+
+_UTF8_CASES = [
+    b"<?xml version='1.0' encoding='utf-8'?><rss/>",
+    b'<?xml version="1.0" encoding="UTF-8" standalone="yes" ?>\n<rss>caf\xc3\xa9</rss>',
+    b'<?xml version="1.0"\n   encoding="iso-8859-1"?><feed/>',  # whatever it says, these bytes are UTF-8
+    b"\xef\xbb\xbf<?xml version='1.0'?><rss/>",  # a BOM
+    b"\xef\xbb\xbf<rss>no declaration</rss>",
+    b"<rss>no declaration \xe2\x80\x9cquoted\xe2\x80\x9d</rss>",
+    b"  <?xml version='1.0'?><rss/>",  # not at the very start: not a declaration
+    b"<?xml-stylesheet href='a.xsl'?><rss/>",
+    b"<\x00?\x00x\x00m\x00l\x00>\x00",  # looks like UTF-16 without a BOM, but is valid UTF-8
+    b"<?xml version='1.0'",  # no end
+    b"",
+]
+
+
+def _feedparsers_reencoding(content: bytes) -> bytes:
+    from feedparser.encodings import convert_to_utf8
+
+    data: bytes = convert_to_utf8({"content-type": "application/xml; charset=utf-8"}, content, {})
+    return data
+
+
+@pytest.mark.parametrize("content", _UTF8_CASES)
+def test_utf8_is_reencoded_exactly_as_feedparser_does(content: bytes) -> None:
+    from ingestd.pipeline import xmlsafe
+
+    assert xmlsafe._to_utf8(content, "utf-8", decodes=True) == _feedparsers_reencoding(content)
+    assert xmlsafe._to_utf8(content, "UTF8", decodes=True) == _feedparsers_reencoding(content)
+
+
+def test_utf8_documents_of_the_corpus_are_reencoded_exactly_as_feedparser_does(shared_dir: Path) -> None:
+    from ingestd.pipeline import xmlsafe
+
+    checked = 0
+    for path in sorted((shared_dir / "corpus" / "feeds").iterdir()):
+        content = path.read_bytes()
+        if xmlsafe._decodes(content, "utf-8"):
+            ours = xmlsafe._to_utf8(content, "utf-8", decodes=True)
+            assert ours == _feedparsers_reencoding(content), path.name
+            checked += 1
+    assert checked >= 30
