@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,3 +180,12 @@ def test_identity_keys_fold_the_text_once_with_the_same_result(title: str, text:
     keys = dedupe.identity_keys("g", article, "e")
     assert keys.content_hash == dedupe.content_hash(title + "\n" + text)
     assert keys.sketch == dedupe.sketch(text)
+
+
+def test_sketches_stay_comparable_with_stored_ones() -> None:
+    """Sketches are stored: any change to how they are computed must come with a migration."""
+    text = " ".join(f"word{i % 97} Straße “{i}”" for i in range(300))
+    sk = dedupe.sketch(text)
+    assert sk is not None
+    pinned = "31361d96b848c29dcab1a450b04684ec47306ecaeb5a32933122068ee84cf75b"  # computed by 0.1.0
+    assert hashlib.sha256(sk).hexdigest() == pinned
