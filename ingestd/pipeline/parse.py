@@ -42,7 +42,7 @@ from typing import Any
 import feedparser
 
 from ingestd.exceptions import ParseError
-from ingestd.models import Enclosure, ParsedEntry, ParsedFeed
+from ingestd.models import Enclosure, ParsedEntry, ParsedFeed, safe_text
 from ingestd.pipeline.fastparse import FeedData, parse_prepared
 from ingestd.pipeline.jsonfeed import looks_like_json, parse_json_feed
 from ingestd.pipeline.xmlsafe import prepare_xml
@@ -77,7 +77,6 @@ _HEAD = 2048
 _UTF8_HEADERS = {"content-type": "application/xml; charset=utf-8"}
 
 _BLANK = b" \t\r\n\x00\xef\xbb\xbf\xfe\xff"  # whitespace, NUL and byte-order marks
-_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")  # C0 but tab/LF/CR; lone surrogates
 _SPACES = re.compile(r"\s+")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _URL_JUNK = re.compile(r"[\x00-\x20]")
@@ -410,13 +409,7 @@ def _finish_entry(raw: ParsedEntry, limits: FieldLimits, latest: datetime) -> Pa
 
 def _text(value: str, cap: int) -> str:
     """Without C0 controls (bar tab, LF, CR) and lone surrogates, stripped, at most ``cap`` chars."""
-    if _UNSAFE.search(value) is not None:  # searched first: nearly every value is clean
-        value = _UNSAFE.sub(_replace_unsafe, value)
-    return value.strip()[:cap].strip()
-
-
-def _replace_unsafe(match: re.Match[str]) -> str:
-    return "\ufffd" if match.group() >= "\ud800" else ""
+    return safe_text(value).strip()[:cap].strip()
 
 
 def _line(value: str, cap: int) -> str:
