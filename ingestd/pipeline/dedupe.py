@@ -54,8 +54,11 @@ def entry_hash(entry: ParsedEntry) -> str:
 
 def content_hash(text: str) -> str:
     """Hash of the cleaned text, insensitive to case, spacing and Unicode form."""
-    normal = " ".join(_fold(text).split())
-    return _digest(normal)
+    return _folded_hash(_fold(text))
+
+
+def _folded_hash(folded: str) -> str:
+    return _digest(" ".join(folded.split()))
 
 
 # -- match keys beyond the canonical URL --------------------------------------
@@ -224,7 +227,7 @@ def identity_keys(guid_key_: str, article: CleanArticle, entry_hash_: str) -> Id
     return IdentityKeys(
         guid_key=guid_key_,
         canonical_url=article.canonical_url,
-        content_hash=_digest(" ".join((_fold(article.title) + "\n" + text).split())),
+        content_hash=_folded_hash(_fold(article.title) + "\n" + text),
         entry_hash=entry_hash_,
         url_key=url_key(article.canonical_url or article.url, article.guid),
         sketch=sk,

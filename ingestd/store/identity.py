@@ -621,13 +621,10 @@ _INSERT_BAND = insert(bands_t).values({c: bindparam(c) for c in _BAND_COLUMNS})
 def _insert_bands(conn: Connection, rows: Sequence[tuple[int, int, int]]) -> None:
     """Insert (value, band, article_id) rows through the driver's ``executemany``."""
     sql_text, order = _driver_sql(conn.dialect, _INSERT_BAND)
-    if not order:
-        params: Any = [dict(zip(_BAND_COLUMNS, r, strict=True)) for r in rows]
-    elif order == _BAND_COLUMNS:
-        params = rows
-    else:
-        index = [_BAND_COLUMNS.index(name) for name in order]
-        params = [tuple(r[i] for i in index) for r in rows]
+    if order and order != _BAND_COLUMNS:  # an INSERT lists its columns as given: never happens
+        raise RuntimeError(f"unexpected parameter order {order} for near_dup_bands")
+    # Positional (SQLite): the tuples as they are, no per-row work; named (psycopg): dicts.
+    params: Any = rows if order else [dict(zip(_BAND_COLUMNS, r, strict=True)) for r in rows]
     conn.exec_driver_sql(sql_text, params)
 
 
