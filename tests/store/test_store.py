@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ingestd.exceptions import StorageError
-from ingestd.models import CleanArticle, FeedUpdate, IdentityKeys
+from ingestd.models import CleanArticle, FeedUpdate, IdentityKeys, Image
 from ingestd.store import Store, open_store
 
 
@@ -282,3 +282,17 @@ def test_feed_states_are_saved_together_or_not_at_all(store: Store) -> None:
     assert fa.etag == '"v2"'
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM fetch_log").scalar() == 2
+
+
+def test_images_are_stored_as_json_objects_of_every_field(store: Store) -> None:
+    fid, _ = store.add_feed("http://example.test/img")
+    images = (
+        Image("http://example.test/a.png", "an alt", "a caption", 640, 480),
+        Image("http://example.test/b.png"),
+    )
+    article, keys = _item("img1", "http://example.test/img1")
+    store.save_poll(fid, _ok(), [(dataclasses.replace(article, images=images), keys)])
+    (stored,) = store.list_articles(limit=None)
+    full = store.get_article(stored["id"])
+    assert full is not None
+    assert full["images"] == [dataclasses.asdict(i) for i in images]
