@@ -15,7 +15,6 @@ than 5 % of the entries break their guid is enough.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -24,26 +23,22 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
-    ClauseElement,
     Connection,
-    TextClause,
     bindparam,
     delete,
     insert,
     or_,
     select,
-    text,
     update,
 )
 
 from ingestd.models import CleanArticle, IdentityKeys, Image, SaveStats
+from ingestd.store.neardup import band_matches, bands_t, insert_bands, similarities, sketches, stored_sketches
 from ingestd.store.sql import articles, feeds, naive, reserve_seq, sources, text_safe
-from ingestd.store.tables import ArticleRevision, NearDupBand, NearDupSketch, Tombstone
+from ingestd.store.tables import ArticleRevision, Tombstone
 
 revisions = ArticleRevision.__table__  # type: ignore[attr-defined]
 tombstones = Tombstone.__table__  # type: ignore[attr-defined]
-sketches = NearDupSketch.__table__  # type: ignore[attr-defined]
-bands_t = NearDupBand.__table__  # type: ignore[attr-defined]
 
 #: Texts shorter than this never merge by content hash nor count as near-duplicates.
 MIN_WORDS = 50
@@ -52,7 +47,6 @@ NEAR_DUPLICATE_SIMILARITY = 0.6
 #: Share of a poll's entries with broken guids above which the feed is keyed by link.
 UNSTABLE_GUIDS = 0.05
 _CANDIDATES = 8  # stories compared, sketch to sketch, per new long story
-_PER_BAND = 5  # newest stories read per band hash
 # Many rows per statement, their ids returned in the order of the rows.
 _INSERT_ARTICLES = insert(articles).returning(articles.c.id, sort_by_parameter_order=True)
 _SET_NEAR = (
@@ -127,22 +121,6 @@ def article_values(article: CleanArticle, keys: IdentityKeys) -> dict[str, Any]:
         content_hash=keys.content_hash,
     )
     return values
-
-
-def similarities(sketch: bytes, others: Sequence[bytes]) -> list[float]:
-    """The share of equal 8-byte bins of a sketch with each of ``others`` (dedupe.similarity).
-
-    XOR of the two sketches as integers, then a count of the zero 64-bit
-    words: C-speed without numpy, which the main process then need not load
-    (~15 MB). All sketches have the same length, a multiple of 8.
-    """
-    size = len(sketch)
-    bins = size // 8
-    mine = int.from_bytes(sketch)
-    return [
-        memoryview((mine ^ int.from_bytes(other)).to_bytes(size)).cast("Q").tolist().count(0) / bins
-        for other in others
-    ]
 
 
 def _url_key(keys: IdentityKeys) -> str | None:
@@ -459,7 +437,7 @@ class _Poll:
         for i, v in enumerate(keys.bands):  # stories of this batch, not written yet
             for article_id in self.band_index.get((i, v), ()):
                 shared[article_id] = shared.get(article_id, 0) + 1
-        for article_id in _band_matches(self.conn, keys.bands):  # stories already stored
+        for article_id in band_matches(self.conn, keys.bands):  # stories already stored
             shared[article_id] = shared.get(article_id, 0) + 1
         if not shared:
             return None
@@ -467,7 +445,7 @@ class _Poll:
         candidates = sorted(shared, key=shared.__getitem__, reverse=True)[:_CANDIDATES]
         missing = [a for a in candidates if a not in self.sketches]
         if missing:
-            self.sketches.update(_sketches(self.conn, missing))
+            self.sketches.update(stored_sketches(self.conn, missing))
         size = len(keys.sketch)
         known = [(a, sk) for a in candidates if (sk := self.sketches.get(a)) and len(sk) == size]
         if not known:
@@ -512,7 +490,7 @@ class _Poll:
         if self.new_bands:
             # 16 rows per story: straight to the driver (SQLAlchemy's per-row work would double the cost).
             rows = [(v, band, self._resolve(a)) for v, band, a in self.new_bands]
-            _insert_bands(self.conn, rows)
+            insert_bands(self.conn, rows)
             self.new_bands = []
 
     def _flush_articles(self) -> None:
@@ -545,91 +523,6 @@ class _Poll:
             rows = self.conn.execute(_SOURCES_BY_GUID, {"feed": self.feed_id, "keys": chunk})
             for r in rows:
                 self.sources[r.guid_key].id = int(r.id)
-
-
-@functools.cache
-def band_query(bands: int) -> TextClause:
-    """The newest stored stories under each of ``bands`` band hashes (``:v0``... for bands 0...).
-
-    One index search per hash, each stopped after ``_PER_BAND`` rows, newest
-    first: the primary key (value, band, article_id) read backwards, no sort.
-    """
-    parts = [
-        f"SELECT article_id FROM (SELECT article_id FROM near_dup_bands WHERE value = :v{i} AND band = {i}"  # noqa: S608 - placeholders and constants only
-        f" ORDER BY value DESC, band DESC, article_id DESC LIMIT {_PER_BAND}) AS b{i}"
-        for i in range(bands)
-    ]
-    return text(" UNION ALL ".join(parts))
-
-
-@functools.cache
-def sketch_query(count: int) -> TextClause:
-    return text(
-        "SELECT article_id, sketch FROM near_dup_sketches WHERE article_id IN ("  # noqa: S608 - placeholders only
-        + ", ".join(f":a{i}" for i in range(count))
-        + ")"
-    )
-
-
-@functools.cache
-def _driver_sql(dialect: Any, statement: ClauseElement) -> tuple[str, tuple[str, ...]]:
-    """A constant statement compiled once for the dialect: the driver's SQL and, for a
-    positional paramstyle (SQLite's qmark), the order of its parameters.
-
-    The near-duplicate statements run once per new long story, where
-    SQLAlchemy's per-execution work (cache key, parameter processing) would cost
-    more than the index searches themselves.
-    """
-    compiled: Any = statement.compile(dialect=dialect)  # an SQLCompiler: it has positiontup
-    return str(compiled), tuple(compiled.positiontup or ())
-
-
-def _driver_statement(
-    conn: Connection, statement: TextClause, prefix: str, values: Sequence[Any]
-) -> tuple[str, Any]:
-    sql_text, order = _driver_sql(conn.dialect, statement)
-    named = {f"{prefix}{i}": v for i, v in enumerate(values)}
-    return sql_text, (tuple(named[name] for name in order) if order else named)
-
-
-def band_statement(conn: Connection, band_hashes: Sequence[int]) -> tuple[str, Any]:
-    """The driver-level SQL and parameters of ``band_query`` for these band hashes."""
-    return _driver_statement(conn, band_query(len(band_hashes)), "v", band_hashes)
-
-
-def _fetch(conn: Connection, statement: tuple[str, Any]) -> list[Any]:
-    """Rows of a driver-level statement, on the driver's own cursor (run once or twice per new
-    long story: SQLAlchemy's result object cost more per row than the index search)."""
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(*statement)
-        return list(cursor.fetchall())
-    finally:
-        cursor.close()
-
-
-def _band_matches(conn: Connection, band_hashes: Sequence[int]) -> list[int]:
-    """Ids of stored stories sharing each band hash, once per band shared."""
-    return [int(article_id) for (article_id,) in _fetch(conn, band_statement(conn, band_hashes))]
-
-
-def _sketches(conn: Connection, article_ids: Sequence[int]) -> dict[int, bytes]:
-    statement = _driver_statement(conn, sketch_query(len(article_ids)), "a", article_ids)
-    return {int(article_id): bytes(sketch) for article_id, sketch in _fetch(conn, statement)}
-
-
-_BAND_COLUMNS = ("value", "band", "article_id")
-_INSERT_BAND = insert(bands_t).values({c: bindparam(c) for c in _BAND_COLUMNS})
-
-
-def _insert_bands(conn: Connection, rows: Sequence[tuple[int, int, int]]) -> None:
-    """Insert (value, band, article_id) rows through the driver's ``executemany``."""
-    sql_text, order = _driver_sql(conn.dialect, _INSERT_BAND)
-    if order and order != _BAND_COLUMNS:  # an INSERT lists its columns as given: never happens
-        raise RuntimeError(f"unexpected parameter order {order} for near_dup_bands")
-    # Positional (SQLite): the tuples as they are, no per-row work; named (psycopg): dicts.
-    params: Any = rows if order else [dict(zip(_BAND_COLUMNS, r, strict=True)) for r in rows]
-    conn.exec_driver_sql(sql_text, params)
 
 
 def save_articles(

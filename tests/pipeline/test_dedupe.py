@@ -9,7 +9,7 @@ import pytest
 
 from ingestd.models import CleanArticle, ParsedEntry
 from ingestd.pipeline import dedupe
-from ingestd.store import identity
+from ingestd.store import identity, neardup
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "dedupe"
 
@@ -147,7 +147,7 @@ def test_store_similarity_is_dedupe_similarity() -> None:
     b = dedupe.sketch(" ".join(f"w{i}" for i in range(20, 320)))
     assert a is not None
     assert b is not None
-    assert list(identity.similarities(a, [b, a])) == [dedupe.similarity(a, b), 1.0]
+    assert list(neardup.similarities(a, [b, a])) == [dedupe.similarity(a, b), 1.0]
     assert 0.8 < dedupe.similarity(a, b) < 1.0
 
 

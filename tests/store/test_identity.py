@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 
 from ingestd.pipeline import dedupe
-from ingestd.store import Store, identity, open_store
+from ingestd.store import Store, neardup, open_store
 from tests.store.helpers import item, ok, prose
 
 
@@ -206,7 +206,7 @@ def test_short_texts_are_never_near_duplicates(store: Store) -> None:
 def test_near_duplicate_lookup_uses_the_band_index(store: Store) -> None:
     """Bounded cost: a primary-key search per band hash, read backwards (newest first), no scan, no sort."""
     with store.engine.connect() as conn:
-        sql, params = identity.band_statement(conn, list(range(16)))
+        sql, params = neardup.band_statement(conn, list(range(16)))
         plan = [str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]
     searches = [p for p in plan if p.startswith("SEARCH near_dup_bands")]
     assert searches == ["SEARCH near_dup_bands USING PRIMARY KEY (value=? AND band=?)"] * 16, plan
