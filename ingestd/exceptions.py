@@ -10,7 +10,8 @@ catch ``IngestdError`` and be sure that anything else is a bug::
     │   │   └── HTTPStatusError(status, retry_after)
     │   └── ParseError         not a feed, malformed beyond repair
     ├── CleanError             one entry could not be cleaned within its limits
-    └── StorageError           the database failed; the tick is skipped
+    ├── StorageError           the database failed; the tick is skipped
+    └── WorkerError            worker processes cannot run at all; no feed is blamed
 
 Third-party exceptions are converted once, at the stage edge, with
 ``raise ... from e``. "Not modified" and "duplicate" are results, not errors.
@@ -65,3 +66,7 @@ class CleanError(IngestdError):
 
 class StorageError(IngestdError):
     """The database failed or is unreachable."""
+
+
+class WorkerError(IngestdError):
+    """Worker processes cannot start or run any task: the machine's fault, not a feed's."""

@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from ingestd.config import Settings
 from ingestd.daemon.metrics import Metrics
 from ingestd.daemon.systemd import Notifier
-from ingestd.exceptions import StorageError
+from ingestd.exceptions import StorageError, WorkerError
 from ingestd.models import FeedToPoll, IngestResult
 from ingestd.store import Store, stats
 
@@ -206,6 +206,10 @@ class Ticker:
             except StorageError as e:
                 # The poll's transaction rolled back; the lease expires and the feed is polled again.
                 self._db_failed(f"feed {feed.url}: poll not saved", e, extra)
+                return
+            except WorkerError as e:
+                # Nothing is recorded on the feed: the lease expires and it is polled again.
+                log.error("feed %s: poll not done: %s", feed.url, e, extra=extra)
                 return
         self._observe(results[0], extra)
         try:

@@ -18,7 +18,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from ingestd.exceptions import CleanError, FeedError, HTTPStatusError, IngestdError, ParseError, StorageError
+from ingestd.exceptions import (
+    CleanError,
+    FeedError,
+    HTTPStatusError,
+    IngestdError,
+    ParseError,
+    StorageError,
+    WorkerError,
+)
 from ingestd.models import (
     CleanArticle,
     FeedContext,
@@ -306,7 +314,7 @@ class Ingestor:
             async with sem:
                 try:
                     return await self.ingest_feed(feed)
-                except StorageError:
+                except (StorageError, WorkerError):  # not the feed's fault: nothing is recorded on it
                     raise
                 except Exception as e:  # a bug: log it with its traceback, keep going
                     log.exception("bug while polling %s", feed.url, extra={"feed_id": feed.id})

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ingestd.exceptions import CleanError
+from ingestd.exceptions import CleanError, WorkerError
 
 log = logging.getLogger("ingestd.worker")
 T = TypeVar("T")
@@ -136,14 +136,16 @@ class WorkerPool:
             ctx = multiprocessing.get_context("forkserver")
             # Workers forked from the server start with the parser and cleaner already imported.
             ctx.set_forkserver_preload(["ingestd.pipeline.process"])
+            initializer, initargs = self._initializer()
             self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=ctx,
-                initializer=_init_worker,
-                initargs=(self.memory_bytes,),
+                max_workers=self.workers, mp_context=ctx, initializer=initializer, initargs=initargs
             )
             self._generation += 1
         return self._pool
+
+    def _initializer(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        """What each new worker runs first: the limits (a test's subclass breaks workers here)."""
+        return _init_worker, (self.memory_bytes,)
 
     def _kill(self, generation: int) -> None:
         """Tear down a pool whose worker is stuck; the next call builds a new one."""
@@ -173,9 +175,32 @@ class WorkerPool:
             except BrokenProcessPool:
                 self._kill(generation)
                 if attempt == 2:
+                    if not await self._can_run_anything():
+                        raise WorkerError(
+                            "worker processes cannot run any task (see the log for their error); "
+                            "no feed is marked as failing for it"
+                        ) from None
                     raise WorkerLimitError("a worker died on this document (memory or CPU limit)") from None
                 log.warning("worker pool broke; retrying the task once on a new pool")
         raise AssertionError("unreachable")
+
+    async def _can_run_anything(self) -> bool:
+        """Whether a fresh pool runs a trivial task: if not, a dying worker is not the document's doing.
+
+        Without this, workers that cannot start at all (a broken install, a
+        memory limit below what the interpreter needs) would mark every feed
+        polled as failing, each with a backoff, for a fault that is none of theirs.
+        """
+        pool = self._executor()
+        generation = self._generation
+        try:
+            probe = asyncio.get_running_loop().run_in_executor(pool, os.getpid)
+            await asyncio.wait_for(probe, self.wall_seconds)
+        except (BrokenProcessPool, TimeoutError):
+            self._kill(generation)
+            log.error("worker processes cannot run a trivial task: the worker pool is unusable")
+            return False
+        return True
 
     def close(self) -> None:
         if self._pool is not None:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ingestd.exceptions import StorageError
+from ingestd.exceptions import StorageError, WorkerError
 from ingestd.models import FeedToPoll, FeedUpdate, IngestResult
 from ingestd.pipeline.fetch import Fetcher, FetchPolicy
 from ingestd.pipeline.ingest import Ingestor, PollPolicy, next_poll_after_error, next_poll_after_success
@@ -279,3 +281,35 @@ def test_a_failed_batch_of_feed_states_fails_every_poll_in_it(store: Store) -> N
         results = asyncio.run(run())
     assert len(results) == len(feeds)
     assert all(isinstance(r, StorageError) for r in results), results
+
+
+def test_workers_that_cannot_run_stop_the_poll_and_blame_no_feed(store: Store) -> None:
+    """A broken worker pool is the machine's fault: no feed gets an error, a backoff or a log row."""
+    with serve(FeedServer()) as server:
+        server.files["w.xml"] = _rss(2)
+        fid, _ = store.add_feed(server.url("w.xml"))
+        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
+
+        async def run() -> None:
+            pool = _WorkersThatCannotStart(1)
+            async with Fetcher(policy) as fetcher:
+                ing = Ingestor(store, fetcher, pool, POLICY)
+                try:
+                    await ing.poll([FeedToPoll(id=fid, url=server.url("w.xml"))], 1)
+                finally:
+                    ing.close()
+                    pool.close()
+
+        with pytest.raises(WorkerError, match="cannot run any task"):
+            asyncio.run(run())
+    info = store.find_feed(fid)
+    assert info is not None
+    assert (info.status, info.error_count, info.last_error) == ("active", 0, None)
+    assert store.count_articles() == 0
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM fetch_log").scalar() == 0
+
+
+class _WorkersThatCannotStart(WorkerPool):
+    def _initializer(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return os._exit, (4,)

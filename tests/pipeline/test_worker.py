@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ingestd.exceptions import WorkerError
 from ingestd.pipeline.worker import ByName, WorkerLimitError, WorkerPool
 
 
@@ -98,3 +102,34 @@ def test_start_starts_the_workers_before_any_task() -> None:
 def _processes(pool: WorkerPool) -> dict[int, object]:
     executor = pool._pool
     return dict(getattr(executor, "_processes", None) or {})
+
+
+def die_now() -> None:
+    """A document that kills its worker outright (as the kernel's OOM killer would)."""
+    os._exit(3)
+
+
+def test_a_document_that_kills_its_worker_is_blamed_and_the_pool_goes_on() -> None:
+    pool = WorkerPool(workers=1, wall_seconds=60)
+    try:
+        with pytest.raises(WorkerLimitError, match="worker died on this document"):
+            asyncio.run(pool.run(die_now))
+        assert asyncio.run(pool.run(ByName("os:getpid"))) != os.getpid()
+    finally:
+        pool.close()
+
+
+class _WorkersThatCannotStart(WorkerPool):
+    """Every worker exits before its first task: a broken install, as far as the pool can tell."""
+
+    def _initializer(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return os._exit, (4,)
+
+
+def test_workers_that_cannot_run_anything_blame_no_document() -> None:
+    pool = _WorkersThatCannotStart(workers=1, wall_seconds=60)
+    try:
+        with pytest.raises(WorkerError, match="cannot run any task"):
+            asyncio.run(pool.run(ByName("os:getpid")))
+    finally:
+        pool.close()
