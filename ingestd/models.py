@@ -246,3 +246,7 @@ class IngestResult:
     elapsed: float = 0.0
     entries: int = 0
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: the HTTP status of the poll's response (None when no response came: network, deferral)
+    http_status: int | None = None
+    #: the body's size after decoding (0 for a 304 or no response)
+    bytes: int = 0

@@ -118,12 +118,12 @@ class Metrics:
         self._snapshot = _SnapshotCollector()
         r.register(self._snapshot)
 
-    def observe(self, result: IngestResult, fetched_bytes: int | None) -> None:
-        """Count one poll's result (``fetched_bytes`` from its fetch-log row, if known)."""
+    def observe(self, result: IngestResult) -> None:
+        """Count one poll's result."""
         self.polls.labels(result.outcome).inc()
         self.poll_duration.observe(result.elapsed)
-        if fetched_bytes is not None and result.outcome in ("new", "not_modified"):
-            self.fetch_bytes.observe(fetched_bytes)
+        if result.outcome in ("new", "not_modified"):
+            self.fetch_bytes.observe(result.bytes)
         self.articles_stored.inc(result.new)
         self.articles_updated.inc(result.updated)
         self.duplicates_merged.inc(result.merged)

@@ -212,11 +212,7 @@ class Ticker:
                 log.error("feed %s: poll not done: %s", feed.url, e, extra=extra)
                 return
         self._observe(results[0], extra)
-        try:
-            last = await self._aux_call(stats.last_fetch, self.store, feed.id, timeout=30)
-        except (StorageError, TimeoutError):
-            last = None
-        self.metrics.observe(results[0], last.bytes if last else None)
+        self.metrics.observe(results[0])
 
     def _observe(self, result: IngestResult, extra: dict[str, Any]) -> None:
         self.polls += 1

@@ -195,7 +195,9 @@ class Ingestor:
                     duration=time.monotonic() - started,
                 )
                 await self._save_feed_state(feed.id, update)
-                return IngestResult(feed.id, feed.url, "not_modified", elapsed=update.duration)
+                return IngestResult(
+                    feed.id, feed.url, "not_modified", elapsed=update.duration, http_status=304
+                )
             known = await self._db_call(self.store.entry_hashes, feed.id)
             processed: Processed = await self.pool.run(
                 PROCESS_DOCUMENT,
@@ -278,6 +280,8 @@ class Ingestor:
             elapsed=time.monotonic() - started,
             entries=len(items) + processed.unchanged,
             warnings=warnings,
+            http_status=result.status,
+            bytes=len(result.content),
         )
 
     async def _record_failure(
@@ -304,7 +308,15 @@ class Ingestor:
         )
         log.warning("feed %s: %s", feed.url, message, extra={"feed_id": feed.id, "feed_url": feed.url})
         await self._save_feed_state(feed.id, update)
-        return IngestResult(feed.id, feed.url, update.outcome, error=message, elapsed=update.duration)
+        return IngestResult(
+            feed.id,
+            feed.url,
+            update.outcome,
+            error=message,
+            elapsed=update.duration,
+            http_status=status,
+            bytes=update.bytes,
+        )
 
     async def poll(self, feeds: Sequence[FeedToPoll], concurrency: int) -> list[IngestResult]:
         """Poll feeds with bounded concurrency; one feed's failure never stops the others."""

@@ -55,14 +55,6 @@ class Snapshot:
         return f"{self.feeds} feeds, {self.due} due, {self.failing} failing; {self.articles} articles"
 
 
-@dataclass(frozen=True)
-class LastFetch:
-    outcome: str
-    http_status: int | None
-    bytes: int
-    duration: float
-
-
 def _wrap(e: SQLAlchemyError) -> StorageError:
     return StorageError(f"database error: {e.__class__.__name__}: {str(e).splitlines()[0]}")
 
@@ -105,25 +97,6 @@ def _as_dt(value: datetime | str) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def last_fetch(store: Store, feed_id: int) -> LastFetch | None:
-    """The newest fetch-log row of a feed: what its last poll transferred and took."""
-    log = sql.fetch_log
-    query = (
-        select(log.c.outcome, log.c.http_status, log.c.bytes, log.c.duration)
-        .where(log.c.feed_id == feed_id)
-        .order_by(log.c.id.desc())
-        .limit(1)
-    )
-    try:
-        with store.engine.connect().execution_options(ingestd_read_only=True) as conn:
-            row = conn.execute(query).first()
-    except SQLAlchemyError as e:
-        raise _wrap(e) from e
-    if row is None:
-        return None
-    return LastFetch(str(row.outcome), row.http_status, int(row.bytes or 0), float(row.duration or 0.0))
 
 
 def daily_new_articles(

@@ -29,9 +29,9 @@ async def _request(port: int, raw: bytes) -> tuple[int, bytes]:
 def test_healthz_follows_health_and_metrics_parse() -> None:
     healthy = [True]
     metrics = Metrics()
-    metrics.observe(IngestResult(1, "u", "new", new=3, merged=1, elapsed=0.2), 1234)
-    metrics.observe(IngestResult(2, "u", "not_modified", elapsed=0.1), 0)
-    metrics.observe(IngestResult(3, "u", "error", error="boom", elapsed=0.1), None)
+    metrics.observe(IngestResult(1, "u", "new", new=3, merged=1, elapsed=0.2, http_status=200, bytes=1234))
+    metrics.observe(IngestResult(2, "u", "not_modified", elapsed=0.1, http_status=304))
+    metrics.observe(IngestResult(3, "u", "error", error="boom", elapsed=0.1, http_status=500, bytes=99))
     now = datetime.now(UTC)
     metrics.update_snapshot(Snapshot(now, {"active": 2, "failing": 1}, 1, 3, now, {1: now, 2: now}))
     port = free_port()

@@ -313,3 +313,41 @@ def test_workers_that_cannot_run_stop_the_poll_and_blame_no_feed(store: Store) -
 class _WorkersThatCannotStart(WorkerPool):
     def _initializer(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
         return os._exit, (4,)
+
+
+def test_results_carry_the_http_status_and_the_body_size(store: Store) -> None:
+    with serve(FeedServer()) as server:
+        body = _rss(2)
+        server.files["n.xml"] = body
+        new, _ = store.add_feed(server.url("n.xml"))
+        missing, _ = store.add_feed(server.url("missing.xml"))
+        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
+
+        async def run() -> list[IngestResult]:
+            pool = WorkerPool(1)
+            async with Fetcher(policy) as fetcher:
+                ing = Ingestor(store, fetcher, pool, POLICY)
+                try:
+                    first = await ing.poll(
+                        [
+                            FeedToPoll(id=new, url=server.url("n.xml")),
+                            FeedToPoll(id=missing, url=server.url("missing.xml")),
+                        ],
+                        2,
+                    )
+                    info = store.find_feed(new)
+                    assert info is not None
+                    again = FeedToPoll(
+                        id=new, url=server.url("n.xml"), etag=info.etag, last_modified=info.last_modified
+                    )
+                    return [*first, *(await ing.poll([again], 1))]
+                finally:
+                    ing.close()
+                    pool.close()
+
+        results = asyncio.run(run())
+    assert [(r.outcome, r.http_status, r.bytes) for r in results] == [
+        ("new", 200, len(body)),
+        ("error", 404, 0),
+        ("not_modified", 304, 0),
+    ]
