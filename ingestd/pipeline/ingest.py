@@ -8,10 +8,11 @@ and ``ingestd poll`` both call ``poll_feeds``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,8 @@ class StoreLike(Protocol):
 
     def save_feed_states(self, updates: Sequence[tuple[int, FeedUpdate]]) -> None: ...
 
+    def defer_feeds(self, matches: Callable[[str], bool], until: datetime) -> int: ...
+
 
 @dataclass(frozen=True)
 class PollPolicy:
@@ -72,6 +75,20 @@ class PollPolicy:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _host_of(url: str) -> str:
+    """The politeness key of a feed's URL (host and port; Substack publications are one host)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    return host_key(parts.hostname or "") + (f":{port}" if port else "")
+
+
+def _on_host(host: str, url: str) -> bool:
+    return _host_of(url) == host
 
 
 def _jittered(seconds: float, jitter: float) -> float:
@@ -170,8 +187,7 @@ class Ingestor:
         now = _now()
         policy = self.policy
         result: FetchResult | None = None
-        parts = urlsplit(feed.url)
-        host = host_key(parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        host = _host_of(feed.url)
         not_before = self._host_not_before.get(host)
         if not_before is not None and not_before > now:
             wait = (not_before - now).total_seconds()
@@ -210,8 +226,11 @@ class Ingestor:
             )
         except HTTPStatusError as e:
             if e.retry_after is not None and e.status in (429, 503):
-                pause = min(e.retry_after, policy.max_interval)
-                self._host_not_before[host] = now + timedelta(seconds=pause)
+                until = now + timedelta(seconds=min(e.retry_after, policy.max_interval))
+                self._host_not_before[host] = until
+                # Kept in the database too: the host's other feeds are not due before then, for
+                # the daemon after a restart and for the next `ingestd poll` alike.
+                await self._db_call(self.store.defer_feeds, functools.partial(_on_host, host), until)
             return await self._record_failure(feed, now, started, e, result)
         except ParseError as e:
             if result is not None and "html" in str(e).lower():

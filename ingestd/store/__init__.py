@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -327,6 +327,23 @@ class Store:
         with self._tx() as conn:
             for feed_id, update_ in updates:
                 sql.apply_feed_update(conn, feed_id, update_, 0)
+
+    def defer_feeds(self, matches: Callable[[str], bool], until: datetime) -> int:
+        """Make every feed whose URL ``matches`` due no sooner than ``until``; returns how many moved.
+
+        A host that answers 429/503 with Retry-After asks for a pause of all
+        its feeds; kept here, it holds across restarts and separate ``poll`` runs.
+        """
+        with self._tx() as conn:
+            ids = [r.id for r in conn.execute(select(sql.feeds.c.id, sql.feeds.c.url)) if matches(r.url)]
+            moved = 0
+            for i in range(0, len(ids), 500):
+                moved += conn.execute(
+                    update(sql.feeds)
+                    .where(sql.feeds.c.id.in_(ids[i : i + 500]), sql.feeds.c.next_poll_at < naive(until))
+                    .values(next_poll_at=naive(until))
+                ).rowcount
+            return moved
 
     def add_articles(self, feed_id: int, items: Sequence[tuple[CleanArticle, IdentityKeys]]) -> SaveStats:
         """Store articles that did not come from a poll (archive backfill, full text)."""

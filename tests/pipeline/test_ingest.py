@@ -351,3 +351,35 @@ def test_results_carry_the_http_status_and_the_body_size(store: Store) -> None:
         ("error", 404, 0),
         ("not_modified", 304, 0),
     ]
+
+
+def test_a_hosts_pause_outlives_the_poll_that_learned_it(store: Store) -> None:
+    """Retry-After holds for the host's feeds not polled yet, in the database: a later run (the
+    daemon after a restart, the next `ingestd poll`) finds them not due; other hosts are untouched."""
+    with serve(FeedServer()) as server:
+        server.handlers["busy.xml"] = lambda h: _TooMany.do_GET(h)  # type: ignore[arg-type]
+        server.files["later.xml"] = _rss(2)
+        busy, _ = store.add_feed(server.url("busy.xml"))
+        later, _ = store.add_feed(server.url("later.xml"))
+        elsewhere, _ = store.add_feed(f"http://localhost:{server.port}/elsewhere.xml")
+        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
+
+        async def run() -> IngestResult:
+            pool = WorkerPool(1)
+            async with Fetcher(policy) as fetcher:
+                ing = Ingestor(store, fetcher, pool, POLICY)
+                try:
+                    return await ing.ingest_feed(FeedToPoll(id=busy, url=server.url("busy.xml")))
+                finally:
+                    ing.close()
+                    pool.close()
+
+        started = datetime.now(UTC)
+        result = asyncio.run(run())
+    assert (result.outcome, result.http_status) == ("deferred", 429)
+    due = {f.id for f in store.claim(limit=10, lease_seconds=60, due_only=True)}
+    assert due == {elsewhere}  # the paused host's other feed is not due, the other host's is
+    info = store.find_feed(later)
+    assert info is not None
+    assert info.next_poll_at is not None
+    assert info.next_poll_at >= started + timedelta(minutes=59)
