@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,19 +15,14 @@ from ingestd.daemon.systemd import Notifier
 from ingestd.models import FeedToPoll
 from ingestd.pipeline.fetch import Fetcher, FetchPolicy
 from ingestd.pipeline.ingest import Ingestor, PollPolicy
-from ingestd.pipeline.worker import WorkerPool
 from ingestd.store import open_store
 from tests.feedserver import FeedServer, serve
+from tests.workerpools import WorkersThatCannotStart
 
 RSS = (
     b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><link>http://127.0.0.1/</link>'
     b"<item><title>One</title><link>http://127.0.0.1/p/1</link><guid>g1</guid></item></channel></rss>"
 )
-
-
-class _WorkersThatCannotStart(WorkerPool):
-    def _initializer(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        return os._exit, (4,)
 
 
 def test_a_poll_on_a_broken_worker_pool_is_logged_and_the_feed_left_as_it_was(
@@ -43,7 +35,7 @@ def test_a_poll_on_a_broken_worker_pool_is_logged_and_the_feed_left_as_it_was(
         policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
 
         async def run() -> None:
-            pool = _WorkersThatCannotStart(1)
+            pool = WorkersThatCannotStart(1)
             async with Fetcher(policy) as fetcher:
                 ing = Ingestor(store, fetcher, pool, PollPolicy())
                 ticker = Ticker(Settings(), store, ing, Notifier(environ={}), Metrics())

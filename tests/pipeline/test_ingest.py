@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,6 +20,7 @@ from ingestd.pipeline.process import posting_gap, process_document
 from ingestd.pipeline.worker import WorkerPool
 from ingestd.store import Store, open_store
 from tests.feedserver import FeedServer, serve
+from tests.workerpools import WorkersThatCannotStart
 
 POLICY = PollPolicy(default_interval=1800, min_interval=300, max_interval=86400, jitter=0.0)
 RSS = """<?xml version="1.0"?><rss version="2.0"><channel><title>T</title><link>http://127.0.0.1/</link>
@@ -98,6 +98,21 @@ class _TooMany(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+@contextlib.asynccontextmanager
+async def _ingestor(
+    store: Store, server: FeedServer, pool: WorkerPool | None = None
+) -> AsyncIterator[Ingestor]:
+    """An Ingestor on ``store`` allowed to fetch from ``server``; closed, with its pool, on exit."""
+    pool = pool or WorkerPool(1)
+    async with Fetcher(FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)) as fetcher:
+        ing = Ingestor(store, fetcher, pool, POLICY)
+        try:
+            yield ing
+        finally:
+            ing.close()
+            pool.close()
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = open_store(f"sqlite:///{tmp_path / 'db'}")
@@ -114,16 +129,9 @@ def test_retry_after_pauses_every_feed_of_the_host(store: Store) -> None:
         other, _ = store.add_feed(server.url("a.xml"))
 
         async def run() -> list[str]:
-            policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
-            pool = WorkerPool(1)
-            async with Fetcher(policy) as fetcher:
-                ing = Ingestor(store, fetcher, pool, POLICY)
-                try:
-                    r1 = await ing.ingest_feed(FeedToPoll(id=busy, url=server.url("busy.xml")))
-                    r2 = await ing.ingest_feed(FeedToPoll(id=other, url=server.url("a.xml")))
-                finally:
-                    ing.close()
-                    pool.close()
+            async with _ingestor(store, server) as ing:
+                r1 = await ing.ingest_feed(FeedToPoll(id=busy, url=server.url("busy.xml")))
+                r2 = await ing.ingest_feed(FeedToPoll(id=other, url=server.url("a.xml")))
             return [r1.outcome, r2.outcome, r2.error or ""]
 
         outcomes = asyncio.run(run())
@@ -161,16 +169,9 @@ def test_full_text_feed_takes_the_article_page(store: Store) -> None:
         feed_id, _ = store.add_feed(server.url("feed.xml"), full_text=True)
 
         async def run() -> None:
-            policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
-            pool = WorkerPool(1)
-            async with Fetcher(policy) as fetcher:
-                ing = Ingestor(store, fetcher, pool, POLICY)
-                try:
-                    (feed,) = store.claim(limit=1, lease_seconds=60, ids=[feed_id])
-                    await ing.ingest_feed(feed)
-                finally:
-                    ing.close()
-                    pool.close()
+            async with _ingestor(store, server) as ing:
+                (feed,) = store.claim(limit=1, lease_seconds=60, ids=[feed_id])
+                await ing.ingest_feed(feed)
 
         asyncio.run(run())
     rows = store.list_articles(newest_first=False)
@@ -187,17 +188,10 @@ def _unchanged_feeds(store: Store, server: FeedServer, count: int) -> list[FeedT
         server.files[name] = _rss(2)
     ids = [store.add_feed(server.url(name))[0] for name in names]
     first = [FeedToPoll(id=i, url=server.url(n)) for i, n in zip(ids, names, strict=True)]
-    policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
 
     async def run() -> None:
-        pool = WorkerPool(1)
-        async with Fetcher(policy) as fetcher:
-            ing = Ingestor(store, fetcher, pool, POLICY)
-            try:
-                assert {r.outcome for r in await ing.poll(first, 4)} == {"new"}
-            finally:
-                ing.close()
-                pool.close()
+        async with _ingestor(store, server) as ing:
+            assert {r.outcome for r in await ing.poll(first, 4)} == {"new"}
 
     asyncio.run(run())
     feeds = []
@@ -223,12 +217,9 @@ def test_polls_without_articles_queued_behind_a_busy_writer_share_one_transactio
             save(updates)
 
         store.save_feed_states = slow_first  # type: ignore[method-assign]
-        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
 
         async def run() -> list[str]:
-            pool = WorkerPool(1)
-            async with Fetcher(policy) as fetcher:
-                ing = Ingestor(store, fetcher, pool, POLICY)
+            async with _ingestor(store, server) as ing:
                 try:
                     polls = asyncio.ensure_future(ing.poll(feeds, 6))
                     for _ in range(3000):  # until every 304 is either being written or queued
@@ -239,8 +230,6 @@ def test_polls_without_articles_queued_behind_a_busy_writer_share_one_transactio
                     return [r.outcome for r in await polls]
                 finally:
                     writer_free.set()
-                    ing.close()
-                    pool.close()
 
         outcomes = asyncio.run(run())
     assert outcomes == ["not_modified"] * len(feeds)
@@ -264,19 +253,12 @@ def test_a_failed_batch_of_feed_states_fails_every_poll_in_it(store: Store) -> N
             raise StorageError("database error: disk I/O error")
 
         store.save_feed_states = broken  # type: ignore[method-assign]
-        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
 
         async def run() -> list[BaseException | IngestResult]:
-            pool = WorkerPool(1)
-            async with Fetcher(policy) as fetcher:
-                ing = Ingestor(store, fetcher, pool, POLICY)
-                try:
-                    return list(
-                        await asyncio.gather(*(ing.ingest_feed(f) for f in feeds), return_exceptions=True)
-                    )
-                finally:
-                    ing.close()
-                    pool.close()
+            async with _ingestor(store, server) as ing:
+                return list(
+                    await asyncio.gather(*(ing.ingest_feed(f) for f in feeds), return_exceptions=True)
+                )
 
         results = asyncio.run(run())
     assert len(results) == len(feeds)
@@ -288,17 +270,10 @@ def test_workers_that_cannot_run_stop_the_poll_and_blame_no_feed(store: Store) -
     with serve(FeedServer()) as server:
         server.files["w.xml"] = _rss(2)
         fid, _ = store.add_feed(server.url("w.xml"))
-        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
 
         async def run() -> None:
-            pool = _WorkersThatCannotStart(1)
-            async with Fetcher(policy) as fetcher:
-                ing = Ingestor(store, fetcher, pool, POLICY)
-                try:
-                    await ing.poll([FeedToPoll(id=fid, url=server.url("w.xml"))], 1)
-                finally:
-                    ing.close()
-                    pool.close()
+            async with _ingestor(store, server, WorkersThatCannotStart(1)) as ing:
+                await ing.poll([FeedToPoll(id=fid, url=server.url("w.xml"))], 1)
 
         with pytest.raises(WorkerError, match="cannot run any task"):
             asyncio.run(run())
@@ -310,40 +285,28 @@ def test_workers_that_cannot_run_stop_the_poll_and_blame_no_feed(store: Store) -
         assert conn.exec_driver_sql("SELECT count(*) FROM fetch_log").scalar() == 0
 
 
-class _WorkersThatCannotStart(WorkerPool):
-    def _initializer(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        return os._exit, (4,)
-
-
 def test_results_carry_the_http_status_and_the_body_size(store: Store) -> None:
     with serve(FeedServer()) as server:
         body = _rss(2)
         server.files["n.xml"] = body
         new, _ = store.add_feed(server.url("n.xml"))
         missing, _ = store.add_feed(server.url("missing.xml"))
-        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
 
         async def run() -> list[IngestResult]:
-            pool = WorkerPool(1)
-            async with Fetcher(policy) as fetcher:
-                ing = Ingestor(store, fetcher, pool, POLICY)
-                try:
-                    first = await ing.poll(
-                        [
-                            FeedToPoll(id=new, url=server.url("n.xml")),
-                            FeedToPoll(id=missing, url=server.url("missing.xml")),
-                        ],
-                        2,
-                    )
-                    info = store.find_feed(new)
-                    assert info is not None
-                    again = FeedToPoll(
-                        id=new, url=server.url("n.xml"), etag=info.etag, last_modified=info.last_modified
-                    )
-                    return [*first, *(await ing.poll([again], 1))]
-                finally:
-                    ing.close()
-                    pool.close()
+            async with _ingestor(store, server) as ing:
+                first = await ing.poll(
+                    [
+                        FeedToPoll(id=new, url=server.url("n.xml")),
+                        FeedToPoll(id=missing, url=server.url("missing.xml")),
+                    ],
+                    2,
+                )
+                info = store.find_feed(new)
+                assert info is not None
+                again = FeedToPoll(
+                    id=new, url=server.url("n.xml"), etag=info.etag, last_modified=info.last_modified
+                )
+                return [*first, *(await ing.poll([again], 1))]
 
         results = asyncio.run(run())
     assert [(r.outcome, r.http_status, r.bytes) for r in results] == [
@@ -362,17 +325,10 @@ def test_a_hosts_pause_outlives_the_poll_that_learned_it(store: Store) -> None:
         busy, _ = store.add_feed(server.url("busy.xml"))
         later, _ = store.add_feed(server.url("later.xml"))
         elsewhere, _ = store.add_feed(f"http://localhost:{server.port}/elsewhere.xml")
-        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{server.port}",), timeout=10)
 
         async def run() -> IngestResult:
-            pool = WorkerPool(1)
-            async with Fetcher(policy) as fetcher:
-                ing = Ingestor(store, fetcher, pool, POLICY)
-                try:
-                    return await ing.ingest_feed(FeedToPoll(id=busy, url=server.url("busy.xml")))
-                finally:
-                    ing.close()
-                    pool.close()
+            async with _ingestor(store, server) as ing:
+                return await ing.ingest_feed(FeedToPoll(id=busy, url=server.url("busy.xml")))
 
         started = datetime.now(UTC)
         result = asyncio.run(run())

@@ -8,14 +8,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from ingestd.exceptions import WorkerError
 from ingestd.pipeline.worker import ByName, WorkerLimitError, WorkerPool
+from tests.workerpools import WorkersThatCannotStart
 
 
 def spin_swallowing(seconds: float) -> str:
@@ -119,15 +118,8 @@ def test_a_document_that_kills_its_worker_is_blamed_and_the_pool_goes_on() -> No
         pool.close()
 
 
-class _WorkersThatCannotStart(WorkerPool):
-    """Every worker exits before its first task: a broken install, as far as the pool can tell."""
-
-    def _initializer(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        return os._exit, (4,)
-
-
 def test_workers_that_cannot_run_anything_blame_no_document() -> None:
-    pool = _WorkersThatCannotStart(workers=1, wall_seconds=60)
+    pool = WorkersThatCannotStart(workers=1, wall_seconds=60)
     try:
         with pytest.raises(WorkerError, match="cannot run any task"):
             asyncio.run(pool.run(ByName("os:getpid")))
