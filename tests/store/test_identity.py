@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from ingestd.pipeline import dedupe
 from ingestd.store import Store, neardup, open_store
+from ingestd.store.migrations import bands as migration_bands
 from tests.store.helpers import item, ok, prose
 
 
@@ -258,18 +257,6 @@ def test_one_batch_sees_its_own_new_stories(store: Store) -> None:
     assert (again.new, again.unchanged) == (0, 1)
 
 
-def _migration_0003() -> ModuleType:
-    from ingestd.store import MIGRATIONS
-
-    path = MIGRATIONS / "versions" / "0003_near_dup_16_bands.py"
-    spec = importlib.util.spec_from_file_location("migration_0003", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _alembic(store: Store, action: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
@@ -293,29 +280,36 @@ def _bands(store: Store) -> dict[int, list[tuple[int, int]]]:
 
 
 def test_the_migrations_band_function_is_dedupes() -> None:
-    """0003 froze a copy of ``dedupe.bands``: rows it rebuilt must be the rows new stories get."""
-    migration = _migration_0003()
+    """The migrations froze a copy of ``dedupe.bands``: rows they rebuild must be the rows new stories get."""
     for seed in range(5):
         sk = dedupe.sketch(prose(seed, 200))
         assert sk is not None
-        assert migration.band_hashes(sk, dedupe.BAND_ROWS, dedupe.BANDS) == list(dedupe.bands(sk))
+        assert migration_bands.band_hashes(sk, dedupe.BAND_ROWS, dedupe.BANDS) == list(dedupe.bands(sk))
 
 
-def test_migration_0003_rebuilds_the_band_index_from_the_sketches(store: Store) -> None:
+def test_the_migrations_rebuild_the_band_index_from_the_sketches(store: Store) -> None:
     f1, f2 = _feeds(store, 2)
     text = prose(7, 300)
     store.save_poll(f1, ok(), [item("o", "https://a.test/original", text=text)])
     (original,) = store.list_articles()
     with store.engine.connect() as conn:
         sk = bytes(conn.exec_driver_sql("SELECT sketch FROM near_dup_sketches").scalar_one())
-    migration = _migration_0003()
 
-    _alembic(store, "downgrade", "0002")  # back to 32 bands of 4 bins
-    assert _bands(store) == {original["id"]: list(enumerate(migration.band_hashes(sk, 4, 32)))}
+    def banding(rows: int, bands: int) -> dict[int, list[tuple[int, int]]]:
+        return {original["id"]: list(enumerate(migration_bands.band_hashes(sk, rows, bands)))}
+
+    _alembic(store, "downgrade", "0002")  # 32 bands of 4 bins
+    assert _bands(store) == banding(4, 32)
+    _alembic(store, "upgrade", "0003")  # 16 bands of 3 bins
+    assert _bands(store) == banding(3, 16)
+    _alembic(store, "upgrade", "0004")  # 8 bands of 2 bins
+    assert _bands(store) == banding(2, 8)
+    _alembic(store, "downgrade", "0003")
+    assert _bands(store) == banding(3, 16)
 
     _alembic(store, "upgrade", "head")
     assert _bands(store) == {original["id"]: list(enumerate(dedupe.bands(sk)))}
-    assert len(dedupe.bands(sk)) == 16
+    assert len(dedupe.bands(sk)) == 8
     # The rebuilt index finds the original for a republished copy.
     edited = text.replace("alpha", "ALPHA-x", 3) + " Update: a correction was added."
     store.save_poll(f2, ok(), [item("r", "https://b.test/republished", text=edited)])

@@ -38,7 +38,7 @@ def test_fresh_database_has_wal_and_schema(store: Store, tmp_path: Path) -> None
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"feeds", "articles", "article_sources", "fetch_log", "alembic_version"} <= tables
-    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0003"
+    assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0004"
 
 
 def test_head_revision_is_alembics_head() -> None:
