@@ -101,7 +101,17 @@ async def _poll_once(
                 on_result(result)
             return result
 
-        return list(await asyncio.gather(*(one(f) for f in feeds)))
+        tasks = [asyncio.ensure_future(one(f)) for f in feeds]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # A poll only raises when it cannot be done at all (WorkerError, StorageError): the same
+            # would stop every other feed. Stop them now, and collect their outcomes, so that
+            # asyncio does not print each one's traceback at shutdown after the one clear error.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
 
 def poll_once(

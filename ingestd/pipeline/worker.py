@@ -161,13 +161,19 @@ class WorkerPool:
         """Run ``fn(*args, **kwargs)`` in a worker; a broken pool is rebuilt and the task retried once."""
         loop = asyncio.get_running_loop()
         if self._starting is not None and not self._starting.done():
-            await asyncio.wrap_future(self._starting)
+            # Shielded, as the tasks below: a cancelled caller must not cancel the thread's future.
+            await asyncio.shield(asyncio.wrap_future(self._starting))
         for attempt in (1, 2):
             pool = self._executor()
             generation = self._generation
-            future = loop.run_in_executor(pool, _limited, fn, self.cpu_seconds, args, kwargs)
             try:
-                return await asyncio.wait_for(future, self.wall_seconds)
+                task = pool.submit(_limited, fn, self.cpu_seconds, args, kwargs)
+                future = asyncio.wrap_future(task, loop=loop)
+                future.add_done_callback(_outcome_seen)
+                # Shielded: a cancelled caller (a poll stopped by a WorkerError or a shutdown) or a
+                # timeout leaves the pool's own future alone. Python 3.11's pool raises in its manager
+                # thread when it breaks with a cancelled future pending (fixed in 3.12).
+                return await asyncio.wait_for(asyncio.shield(future), self.wall_seconds)
             except TimeoutError:
                 log.warning("a worker exceeded %.0f s; restarting the worker pool", self.wall_seconds)
                 self._kill(generation)
@@ -207,6 +213,12 @@ class WorkerPool:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
             _stop_forkserver()
+
+
+def _outcome_seen(future: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a task whose caller may be gone, so asyncio logs no unread error."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _start_workers(pool: ProcessPoolExecutor, count: int, done: Future[None]) -> None:

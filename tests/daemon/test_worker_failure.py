@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestd.config import Settings
+from ingestd.config import Settings, load_settings
 from ingestd.daemon.metrics import Metrics
 from ingestd.daemon.scheduler import Ticker
 from ingestd.daemon.systemd import Notifier
@@ -52,4 +52,39 @@ def test_a_poll_on_a_broken_worker_pool_is_logged_and_the_feed_left_as_it_was(
     info = store.find_feed(fid)
     assert info is not None
     assert (info.status, info.error_count, info.last_error) == ("active", 0, None)
+    store.close()
+
+
+def test_poll_once_stops_at_a_broken_worker_pool_with_one_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ingestd poll` on workers that cannot start: one WorkerError, no feed blamed, no traceback
+    per feed from asyncio's shutdown, and the other feeds are not tried one by one."""
+    from ingestd.daemon import service
+    from ingestd.exceptions import WorkerError
+
+    monkeypatch.setattr(service, "WorkerPool", lambda: WorkersThatCannotStart(1))
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with serve(FeedServer()) as server:
+        ids = []
+        for i in range(8):
+            server.files[f"f{i}.xml"] = RSS
+            ids.append(store.add_feed(server.url(f"f{i}.xml"))[0])
+        settings = load_settings(
+            None,
+            environ={
+                "INGESTD_FETCH_ALLOWED_HOSTS": f"127.0.0.1:{server.port}",
+                "INGESTD_FETCH_CONCURRENCY": "4",
+            },
+        )
+        with caplog.at_level(logging.ERROR), pytest.raises(WorkerError, match="cannot run any task"):
+            service.poll_once(settings, store, all_feeds=True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "unhandled exception" in m or "never retrieved" in m], messages
+    probes = [m for m in messages if "cannot run a trivial task" in m]
+    assert 1 <= len(probes) <= 4, messages  # the feeds in flight at most, not all eight
+    for fid in ids:
+        info = store.find_feed(fid)
+        assert info is not None
+        assert (info.status, info.error_count, info.last_error) == ("active", 0, None)
     store.close()
