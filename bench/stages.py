@@ -6,12 +6,16 @@
 there; any directory of RSS/Atom/JSON Feed files works, including a farm made
 by ../shared/bench/farm.py (its ``feeds/`` directory, searched recursively).
 
-Stages run one after another in this process, on one core: fetch (every file
-over HTTP from a local threaded server, 16 at once), parse, clean, dedupe keys,
-store (SQLite, one transaction per feed). Each prints seconds, entries/s and
-MB/s of raw feed XML. The end-to-end part serves the same files, imports them
-and runs ``ingestd poll --all`` twice (cold, then warm: every feed unchanged),
-printing wall and CPU seconds and peak RSS of the command, as a user runs it.
+First the floor of a short poll: a fresh interpreter's start, and its start
+with the modules ``ingestd poll`` imports before its first request. Stages
+then run one after another in this process, on one core: fetch (every file
+over HTTP from a local threaded server in its own process, 16 at once), the
+same requests again with their Last-Modified (all 304: what a warm cycle's
+HTTP costs), parse, clean, dedupe keys, store (SQLite, one transaction per
+feed). Each prints seconds, entries/s and MB/s of raw feed XML. The
+end-to-end part serves the same files, imports them and runs ``ingestd poll
+--all`` twice (cold, then warm: every feed unchanged), printing wall and
+CPU seconds and peak RSS of the command, as a user runs it.
 ``--feedparser`` turns parse's fast path off (feedparser for every document),
 for comparison.
 """
@@ -29,10 +33,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 
 from ingestd.exceptions import IngestdError
 from ingestd.models import CleanArticle, FeedContext, FeedUpdate, IdentityKeys, ParsedFeed
@@ -50,21 +51,43 @@ def feed_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.suffix in SUFFIXES and p.is_file())
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
+_SERVER = """
+import sys
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
         pass
+
+httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=sys.argv[1]))
+print(httpd.server_address[1], flush=True)
+httpd.serve_forever()
+"""
 
 
 @contextmanager
 def serve(directory: Path) -> Iterator[str]:
-    """A threaded static server on 127.0.0.1 (no ETag: the warm pass relies on Last-Modified)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(directory)))
-    Thread(target=httpd.serve_forever, daemon=True).start()
+    """A threaded static server on 127.0.0.1, in a process of its own so that its CPU is not counted
+    as the client's (no ETag: conditional requests rely on Last-Modified)."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(directory)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        assert server.stdout is not None
+        yield f"http://127.0.0.1:{int(server.stdout.readline())}"
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        server.terminate()
+        server.wait()
+
+
+def imports_floor() -> None:
+    """What a fresh interpreter spends before ``ingestd poll`` can send its first request."""
+    poll_path = "import ingestd.cli, ingestd.daemon.service, ingestd.pipeline.fetch, ingestd.store"
+    for label, code in (("python", "pass"), ("imports", poll_path)):
+        wall, cpu, _rss = _measured([sys.executable, "-c", code], dict(os.environ))
+        what = "interpreter start" if code == "pass" else "interpreter start and poll imports"
+        print(f"{label:<10} {wall:8.2f} s wall {cpu:8.2f} s CPU ({what})")
 
 
 def row(stage: str, seconds: float, entries: int, megabytes: float) -> None:
@@ -81,7 +104,9 @@ def run_stages(files: list[Path], base_dir: Path, *, fast_path: bool = True) -> 
         port = int(base.rsplit(":", 1)[1])
         policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{port}",), per_host_concurrency=16, timeout=60)
 
-        async def fetch_all() -> int:
+        validators: dict[str, str | None] = {}
+
+        async def fetch_all(conditional: bool) -> int:
             sem = asyncio.Semaphore(16)
             async with Fetcher(policy) as fetcher:
 
@@ -89,15 +114,23 @@ def run_stages(files: list[Path], base_dir: Path, *, fast_path: bool = True) -> 
                     async with sem:
                         url = f"{base}/{p.relative_to(base_dir).as_posix()}"
                         try:
-                            return len((await fetcher.get(url)).content)
+                            result = await fetcher.get(url, last_modified=validators.get(url))
                         except IngestdError:
                             return 0
+                        if not conditional:
+                            validators[url] = result.last_modified
+                        return 1 if result.not_modified else 0
 
                 return sum(await asyncio.gather(*(one(p) for p in files)))
 
-        started = time.perf_counter()
-        asyncio.run(fetch_all())
+        started, cpu = time.perf_counter(), time.process_time()
+        asyncio.run(fetch_all(False))
         row("fetch", time.perf_counter() - started, 0, total_mb)
+        started, cpu = time.perf_counter(), time.process_time()
+        answered = asyncio.run(fetch_all(True))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        label = "fetch 304"
+        print(f"{label:<10} {wall:8.2f} s {cpu:8.2f} s CPU: {len(files)} conditional GETs, {answered} x 304")
 
     parsed: list[ParsedFeed] = []
     started = time.perf_counter()
@@ -190,6 +223,7 @@ def main() -> None:
     files = feed_files(args.feeds)
     if not files:
         parser.error(f"no feed files under {args.feeds}")
+    imports_floor()
     run_stages(files, args.feeds, fast_path=not args.feedparser)
     if not args.no_e2e:
         run_e2e(files, args.feeds, fast_path=not args.feedparser)
