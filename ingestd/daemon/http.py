@@ -94,6 +94,6 @@ class MetricsServer:
             return (
                 (200, text, b"ok\n")
                 if ok
-                else (503, text, b"unhealthy: tick stalled or database unavailable\n")
+                else (503, text, b"unhealthy: tick stalled, database unavailable or workers unusable\n")
             )
         return 200, CONTENT_TYPE, self.metrics.render()

@@ -110,7 +110,9 @@ class Metrics:
             "ingestd_polls_in_flight", "Feeds claimed by this process and not yet done.", registry=r
         )
         self.healthy = Gauge(
-            "ingestd_healthy", "1 when the tick is alive and the database answers.", registry=r
+            "ingestd_healthy",
+            "1 when the tick is alive, the database answers and workers can run.",
+            registry=r,
         )
         info = Gauge("ingestd_build_info", "The running version.", ["version"], registry=r)
         info.labels(__version__).set(1)

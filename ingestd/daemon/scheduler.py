@@ -150,6 +150,11 @@ class Ticker:
     async def _claim_and_start(self) -> None:
         if self.stopping or self._claiming is not None:
             return
+        if not self.ing.pool.usable:
+            # Workers cannot run (logged by the pool): a claim would only fetch feeds to fail them.
+            # The tick itself is fine; healthy() reports the pool until it recovers.
+            self.last_tick_ok = self.clock()
+            return
         free = self.capacity - len(self.inflight)
         feeds: list[FeedToPoll] = []
         if free > 0:
@@ -272,8 +277,12 @@ class Ticker:
         return max(3 * self.settings.daemon.tick, 30.0)
 
     def healthy(self) -> bool:
-        """The tick ran recently and the database answers."""
-        if self.stopping or not self.db_ok or self.last_tick_ok is None:
+        """The tick ran recently, the database answers and worker processes can run.
+
+        Unhealthy withholds systemd's watchdog ping, so a service whose workers
+        cannot start (a package replaced under the running daemon, say) is restarted.
+        """
+        if self.stopping or not self.db_ok or self.last_tick_ok is None or not self.ing.pool.usable:
             return False
         return self.clock() - self.last_tick_ok < self.tick_budget
 

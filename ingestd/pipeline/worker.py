@@ -21,6 +21,7 @@ import resource
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -104,11 +105,17 @@ class WorkerPool:
         cpu_seconds: float = 30.0,
         wall_seconds: float = 60.0,
         memory_bytes: int = 1024 * 1024 * 1024,
+        retry_unusable: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workers = workers or os.cpu_count() or 1
         self.cpu_seconds = cpu_seconds
         self.wall_seconds = wall_seconds
         self.memory_bytes = memory_bytes
+        self.retry_unusable = retry_unusable
+        self._clock = clock
+        self._unusable_until: float | None = None  # set when fresh workers could not run a trivial task
+        self._probing: asyncio.Task[bool] | None = None
         self._pool: ProcessPoolExecutor | None = None
         self._generation = 0
         self._starting: Future[None] | None = None  # set by start(), done once the workers are up
@@ -157,13 +164,25 @@ class WorkerPool:
             proc.kill()
         pool.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def usable(self) -> bool:
+        """False for ``retry_unusable`` seconds after fresh workers failed to run a trivial task."""
+        return self._unusable_until is None or self._clock() >= self._unusable_until
+
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)`` in a worker; a broken pool is rebuilt and the task retried once."""
+        """Run ``fn(*args, **kwargs)`` in a worker; a broken pool is rebuilt and the task retried once.
+
+        Once workers have proved unable to run anything, every call fails at once
+        with ``WorkerError`` for ``retry_unusable`` seconds: each would otherwise
+        start and lose a new pool (processes forked, a fork server restarted)
+        for the same fault.
+        """
         loop = asyncio.get_running_loop()
         if self._starting is not None and not self._starting.done():
             # Shielded, as the tasks below: a cancelled caller must not cancel the thread's future.
             await asyncio.shield(asyncio.wrap_future(self._starting))
         for attempt in (1, 2):
+            self._check_usable()  # also between attempts: another task may have found out meanwhile
             pool = self._executor()
             generation = self._generation
             try:
@@ -181,6 +200,7 @@ class WorkerPool:
             except BrokenProcessPool:
                 self._kill(generation)
                 if attempt == 2:
+                    self._check_usable()
                     if not await self._can_run_anything():
                         raise WorkerError(
                             "worker processes cannot run any task (see the log for their error); "
@@ -190,6 +210,14 @@ class WorkerPool:
                 log.warning("worker pool broke; retrying the task once on a new pool")
         raise AssertionError("unreachable")
 
+    def _check_usable(self) -> None:
+        until = self._unusable_until
+        if until is not None and self._clock() < until:
+            raise WorkerError(
+                "worker processes cannot run any task (see the log for their error); "
+                f"next attempt in {until - self._clock():.0f} s"
+            )
+
     async def _can_run_anything(self) -> bool:
         """Whether a fresh pool runs a trivial task: if not, a dying worker is not the document's doing.
 
@@ -197,15 +225,31 @@ class WorkerPool:
         memory limit below what the interpreter needs) would mark every feed
         polled as failing, each with a backoff, for a fault that is none of theirs.
         """
+        loop = asyncio.get_running_loop()
+        probing = self._probing
+        if probing is None or probing.done() or probing.get_loop() is not loop:
+            # One probe for every task that finds the pool broken at the same time.
+            probing = self._probing = loop.create_task(self._probe())
+            probing.add_done_callback(_outcome_seen)
+        return await asyncio.shield(probing)
+
+    async def _probe(self) -> bool:
         pool = self._executor()
         generation = self._generation
         try:
-            probe = asyncio.get_running_loop().run_in_executor(pool, os.getpid)
-            await asyncio.wait_for(probe, self.wall_seconds)
+            future = asyncio.wrap_future(pool.submit(os.getpid))
+            future.add_done_callback(_outcome_seen)
+            await asyncio.wait_for(asyncio.shield(future), self.wall_seconds)
         except (BrokenProcessPool, TimeoutError):
             self._kill(generation)
-            log.error("worker processes cannot run a trivial task: the worker pool is unusable")
+            self._unusable_until = self._clock() + self.retry_unusable
+            log.error(
+                "worker processes cannot run a trivial task: the worker pool is unusable; "
+                "next attempt in %.0f s",
+                self.retry_unusable,
+            )
             return False
+        self._unusable_until = None
         return True
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""The watchdog pings only while the tick is alive and the database answers (fakes, no systemd)."""
+"""The watchdog pings only while the tick is alive, the database answers and workers can run
+(fakes, no systemd)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class FakeStore:
         self.alive = True
         self.hang = 0.0
         self.claimed: list[int] = []
+        self.claims = 0
 
     def ping(self) -> None:
         if self.hang:
@@ -44,14 +46,20 @@ class FakeStore:
 
     def claim(self, **_kw: Any) -> list[Any]:
         self.ping()
+        self.claims += 1
         return []
 
 
+class FakePool:
+    usable = True
+
+
 class FakeIngestor:
-    """Only the database thread the tick claims through."""
+    """Only the database thread the tick claims through, and whether its workers can run."""
 
     def __init__(self, store: FakeStore) -> None:
         self.store = store
+        self.pool = FakePool()
 
     async def _db_call(self, fn: Any, *args: Any) -> Any:
         return fn(*args)
@@ -102,6 +110,35 @@ def test_watchdog_pings_while_tick_alive_and_database_answers() -> None:
         await ticker.watchdog()
         assert _pings(notifier) == 2
         assert not ticker.healthy()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        ticker.close()
+
+
+def test_watchdog_withholds_ping_while_workers_cannot_run() -> None:
+    """A pool whose workers cannot run makes the daemon unhealthy: systemd's watchdog restarts it."""
+    store, notifier, clock = FakeStore(), FakeNotifier(), Clock()
+    ticker = _ticker(store, notifier, clock)
+    pool = ticker.ing.pool
+
+    async def scenario() -> None:
+        await ticker.tick()
+        await ticker.watchdog()
+        assert _pings(notifier) == 1
+        pool.usable = False
+        claims = store.claims
+        await ticker.tick()
+        await ticker.watchdog()
+        assert _pings(notifier) == 1
+        assert not ticker.healthy()
+        assert store.claims == claims  # no feed claimed to be fetched only to fail
+        pool.usable = True  # the pool's retry time has come and its probe succeeded
+        await ticker.tick()
+        await ticker.watchdog()
+        assert _pings(notifier) == 2
+        assert store.claims == claims + 1
 
     try:
         asyncio.run(scenario())

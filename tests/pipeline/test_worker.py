@@ -118,6 +118,29 @@ def test_a_document_that_kills_its_worker_is_blamed_and_the_pool_goes_on() -> No
         pool.close()
 
 
+def test_unusable_workers_fail_fast_until_the_retry_time_then_recover() -> None:
+    """After the probe fails, calls raise at once (no new pool each) until ``retry_unusable`` has passed."""
+    now = [1000.0]
+    pool = WorkersThatCannotStart(workers=1, wall_seconds=60, retry_unusable=60, clock=lambda: now[0])
+    try:
+        with pytest.raises(WorkerError, match="no feed is marked"):
+            asyncio.run(pool.run(ByName("os:getpid")))
+        assert not pool.usable
+        pools = pool._generation
+        now[0] += 59
+        with pytest.raises(WorkerError, match="next attempt in 1 s"):
+            asyncio.run(pool.run(ByName("os:getpid")))
+        assert pool._generation == pools  # no pool was started for it
+
+        pool.broken = False  # the fault is gone (a restarted service, memory freed)
+        now[0] += 2
+        assert pool.usable
+        assert asyncio.run(pool.run(ByName("os:getpid"))) != os.getpid()
+        assert pool.usable
+    finally:
+        pool.close()
+
+
 def test_workers_that_cannot_run_anything_blame_no_document() -> None:
     pool = WorkersThatCannotStart(workers=1, wall_seconds=60)
     try:
