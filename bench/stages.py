@@ -1,6 +1,6 @@
 """Per-stage and end-to-end timings of ingestd on a directory of feed files.
 
-    python bench/stages.py [--feeds DIR] [--no-e2e] [--feedparser]
+    python bench/stages.py [--feeds DIR] [--no-e2e] [--feedparser] [--server URL]
 
 ``--feeds`` defaults to the shared corpus (../shared/corpus/feeds) when it is
 there; any directory of RSS/Atom/JSON Feed files works, including a farm made
@@ -9,9 +9,10 @@ by ../shared/bench/farm.py (its ``feeds/`` directory, searched recursively).
 First the floor of a short poll: a fresh interpreter's start, and its start
 with the modules ``ingestd poll`` imports before its first request. Stages
 then run one after another in this process, on one core: fetch (every file
-over HTTP from a local threaded server in its own process, 16 at once), the
-same requests again with their Last-Modified (all 304: what a warm cycle's
-HTTP costs), parse, clean, dedupe keys, store (SQLite, one transaction per
+over HTTP, 16 at once, from a local threaded server in its own process or
+from ``--server URL``, e.g. the shared bench's nginx serving the farm), the
+same requests again with their Last-Modified, as ``ingestd poll`` sends them
+(all 304: what a warm cycle's HTTP costs), parse, clean, dedupe keys, store (SQLite, one transaction per
 feed). Each prints seconds, entries/s and MB/s of raw feed XML. The
 end-to-end part serves the same files, imports them and runs ``ingestd poll
 --all`` twice (cold, then warm: every feed unchanged), printing wall and
@@ -31,9 +32,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ingestd.exceptions import IngestdError
 from ingestd.models import CleanArticle, FeedContext, FeedUpdate, IdentityKeys, ParsedFeed
@@ -83,6 +85,11 @@ def serve(directory: Path) -> Iterator[str]:
         server.wait()
 
 
+def _host_port(base: str) -> str:
+    parts = urlsplit(base)
+    return f"{parts.hostname}:{parts.port or 80}"
+
+
 def imports_floor() -> None:
     """What a fresh interpreter spends before ``ingestd poll`` can send its first request."""
     poll_path = "import ingestd.cli, ingestd.daemon.service, ingestd.pipeline.fetch, ingestd.store"
@@ -98,18 +105,18 @@ def row(stage: str, seconds: float, entries: int, megabytes: float) -> None:
     print(f"{stage:<10} {seconds:8.2f} s {entries:8d} entries {eps:10.0f} entries/s {mbs:8.2f} MB/s")
 
 
-def run_stages(files: list[Path], base_dir: Path, *, fast_path: bool = True) -> None:
+def run_stages(
+    files: list[Path], base_dir: Path, *, fast_path: bool = True, server: str | None = None
+) -> None:
     total_mb = sum(p.stat().st_size for p in files) / 1e6
     print(f"{len(files)} feed files, {total_mb:.1f} MB\n")
 
-    with serve(base_dir) as base:
-        port = int(base.rsplit(":", 1)[1])
-        policy = FetchPolicy(allowed_hosts=(f"127.0.0.1:{port}",), per_host_concurrency=16, timeout=60)
-
+    with serve(base_dir) if server is None else nullcontext(server) as base:
+        host = _host_port(base)
         validators: dict[str, str | None] = {}
 
-        async def fetch_all(conditional: bool) -> int:
-            sem = asyncio.Semaphore(16)
+        async def fetch_all(policy: FetchPolicy, conditional: bool) -> int:
+            sem = asyncio.Semaphore(policy.concurrency)
             async with Fetcher(policy) as fetcher:
 
                 async def one(p: Path) -> int:
@@ -125,11 +132,15 @@ def run_stages(files: list[Path], base_dir: Path, *, fast_path: bool = True) -> 
 
                 return sum(await asyncio.gather(*(one(p) for p in files)))
 
+        # Bodies: as fast as the machine allows (16 connections). The 304s: as `ingestd poll` sends
+        # them, with the default policy (2 connections to the one host), for httpx's CPU per
+        # request grows with the connections in flight.
+        bulk = FetchPolicy(allowed_hosts=(host,), per_host_concurrency=16, timeout=60)
         started, cpu = time.perf_counter(), time.process_time()
-        asyncio.run(fetch_all(False))
+        asyncio.run(fetch_all(bulk, False))
         row("fetch", time.perf_counter() - started, 0, total_mb)
         started, cpu = time.perf_counter(), time.process_time()
-        answered = asyncio.run(fetch_all(True))
+        answered = asyncio.run(fetch_all(FetchPolicy(allowed_hosts=(host,)), True))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         label = "fetch 304"
         print(f"{label:<10} {wall:8.2f} s {cpu:8.2f} s CPU: {len(files)} conditional GETs, {answered} x 304")
@@ -191,10 +202,12 @@ def _measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]
     return wall, cpu, after.ru_maxrss / 1024
 
 
-def run_e2e(files: list[Path], base_dir: Path, *, fast_path: bool = True) -> None:
+def run_e2e(files: list[Path], base_dir: Path, *, fast_path: bool = True, server: str | None = None) -> None:
     print("\nend to end: ingestd poll --all (wall s, CPU s, peak RSS MB of the largest process)")
-    with serve(base_dir) as base, tempfile.TemporaryDirectory() as tmp:
-        port = base.rsplit(":", 1)[1]
+    with (
+        serve(base_dir) if server is None else nullcontext(server) as base,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         opml = Path(tmp) / "feeds.opml"
         outlines = "\n".join(
             f'<outline type="rss" xmlUrl="{base}/{p.relative_to(base_dir).as_posix()}"/>' for p in files
@@ -203,7 +216,7 @@ def run_e2e(files: list[Path], base_dir: Path, *, fast_path: bool = True) -> Non
         env = {k: v for k, v in os.environ.items() if not k.startswith("INGESTD_")}
         env.update(
             INGESTD_DB=f"sqlite:///{tmp}/e2e.db",
-            INGESTD_FETCH_ALLOWED_HOSTS=f"127.0.0.1:{port}",
+            INGESTD_FETCH_ALLOWED_HOSTS=_host_port(base),
             INGESTD_FASTPARSE="1" if fast_path else "0",
         )
         cmd = [sys.executable, "-m", "ingestd"]
@@ -219,6 +232,12 @@ def main() -> None:
     parser.add_argument("--feeds", type=Path, default=default if default.is_dir() else None)
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end poll")
     parser.add_argument("--feedparser", action="store_true", help="parse every document with feedparser")
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        help="fetch from this server instead of a Python one: the URL that serves --feeds DIR on 127.0.0.1 "
+        "(e.g. ../shared/bench/serve.sh's nginx, http://127.0.0.1:18999/feeds)",
+    )
     args = parser.parse_args()
     if args.feeds is None or not args.feeds.is_dir():
         parser.error("--feeds DIR is required (no ../shared/corpus/feeds here)")
@@ -226,9 +245,12 @@ def main() -> None:
     if not files:
         parser.error(f"no feed files under {args.feeds}")
     imports_floor()
-    run_stages(files, args.feeds, fast_path=not args.feedparser)
+    server = args.server.rstrip("/") if args.server else None
+    if server is not None and urlsplit(server).hostname != "127.0.0.1":
+        parser.error("--server must be on 127.0.0.1")
+    run_stages(files, args.feeds, fast_path=not args.feedparser, server=server)
     if not args.no_e2e:
-        run_e2e(files, args.feeds, fast_path=not args.feedparser)
+        run_e2e(files, args.feeds, fast_path=not args.feedparser, server=server)
 
 
 if __name__ == "__main__":
