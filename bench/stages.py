@@ -244,10 +244,10 @@ def main() -> None:
     files = feed_files(args.feeds)
     if not files:
         parser.error(f"no feed files under {args.feeds}")
-    imports_floor()
     server = args.server.rstrip("/") if args.server else None
     if server is not None and urlsplit(server).hostname != "127.0.0.1":
         parser.error("--server must be on 127.0.0.1")
+    imports_floor()
     run_stages(files, args.feeds, fast_path=not args.feedparser, server=server)
     if not args.no_e2e:
         run_e2e(files, args.feeds, fast_path=not args.feedparser, server=server)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.feedserver import FeedServer, serve
+
 pytestmark = [pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,3 +35,28 @@ def test_stages_prints_every_row(tmp_path: Path) -> None:
         assert match, out
         if stage != "fetch":
             assert int(match.group(1)) > 0, out
+
+
+@pytest.mark.timeout(120)
+def test_stages_fetches_from_a_given_local_server(tmp_path: Path) -> None:
+    for name in FEEDS:
+        shutil.copy(ROOT / "tests" / "data" / "parse" / name, tmp_path / name)
+    with serve(FeedServer()) as server:
+        server.add_dir(tmp_path, prefix="feeds/")
+        cmd = [sys.executable, str(ROOT / "bench" / "stages.py"), "--feeds", str(tmp_path), "--no-e2e"]
+        cmd += ["--server", server.url("feeds")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=110, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "3 conditional GETs, 3 x 304" in proc.stdout, proc.stdout
+    assert sorted((h.path, h.status) for h in server.hits) == sorted(
+        [(f"feeds/{name}", 200) for name in FEEDS] + [(f"feeds/{name}", 304) for name in FEEDS]
+    )
+
+
+def test_stages_refuses_a_server_that_is_not_local() -> None:
+    feeds = ROOT / "tests" / "data" / "parse"
+    cmd = [sys.executable, str(ROOT / "bench" / "stages.py"), "--feeds", str(feeds)]
+    cmd += ["--server", "http://192.0.2.1/feeds"]  # refused before any request is sent
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert "--server must be on 127.0.0.1" in proc.stderr
