@@ -136,7 +136,7 @@ def run_stages(
         # them, with the default policy (2 connections to the one host), for httpx's CPU per
         # request grows with the connections in flight.
         bulk = FetchPolicy(allowed_hosts=(host,), per_host_concurrency=16, timeout=60)
-        started, cpu = time.perf_counter(), time.process_time()
+        started = time.perf_counter()
         asyncio.run(fetch_all(bulk, False))
         row("fetch", time.perf_counter() - started, 0, total_mb)
         started, cpu = time.perf_counter(), time.process_time()

@@ -211,11 +211,11 @@ class WorkerPool:
         raise AssertionError("unreachable")
 
     def _check_usable(self) -> None:
-        until = self._unusable_until
-        if until is not None and self._clock() < until:
+        if not self.usable:
+            wait = (self._unusable_until or 0.0) - self._clock()
             raise WorkerError(
                 "worker processes cannot run any task (see the log for their error); "
-                f"next attempt in {until - self._clock():.0f} s"
+                f"next attempt in {wait:.0f} s"
             )
 
     async def _can_run_anything(self) -> bool:
